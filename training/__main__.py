@@ -1,0 +1,102 @@
+"""Command line: ``python -m training {train,evaluate,export,all} ...``.
+
+Reproduce the shipped default model end to end with::
+
+    python -m training all --name mnist-deep-cnn --data ../shared/data/mnist --augment
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from training.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
+from training.data import DATASETS, DatasetError
+from training.export import MIN_VERIFY_IMAGES, ExportCheckError
+from training.pipeline import load_splits, load_trained, run_evaluate, run_export, run_train
+from training.train import TrainConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command in ("train", "evaluate", "export", "all"):
+        sub = commands.add_parser(command)
+        sub.add_argument(
+            "--name", default="mnist-deep-cnn", help="model name: runs/<name>, models/<name>"
+        )
+        sub.add_argument("--dataset", choices=DATASETS, default="mnist")
+        sub.add_argument(
+            "--data",
+            type=Path,
+            default=None,
+            help="IDX directory or mnist.npz (default: Keras download for MNIST, "
+            "the Debian package for Fashion-MNIST)",
+        )
+        sub.add_argument("--runs-dir", type=Path, default=Path("runs"))
+        sub.add_argument("--models-dir", type=Path, default=Path("models"))
+        if command in ("train", "all"):
+            sub.add_argument(
+                "--architecture", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCHITECTURE
+            )
+            sub.add_argument("--epochs", type=int, default=15)
+            sub.add_argument("--batch-size", type=int, default=128)
+            sub.add_argument("--optimizer", default="adam")
+            sub.add_argument("--learning-rate", type=float, default=1e-3)
+            sub.add_argument("--seed", type=int, default=42)
+            sub.add_argument("--augment", action="store_true", help="light shift/rotate/zoom")
+            sub.add_argument("--early-stopping-patience", type=int, default=4)
+            sub.add_argument("--limit-train-samples", type=int, default=None)
+        if command in ("export", "all"):
+            sub.add_argument("--version", default="1")
+            sub.add_argument("--verify-images", type=int, default=MIN_VERIFY_IMAGES)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    run_dir = args.runs_dir / args.name
+    try:
+        if args.command in ("train", "all"):
+            config = TrainConfig(
+                architecture=args.architecture,
+                dataset=args.dataset,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                optimizer=args.optimizer,
+                learning_rate=args.learning_rate,
+                seed=args.seed,
+                augment=args.augment,
+                early_stopping_patience=args.early_stopping_patience,
+                limit_train_samples=args.limit_train_samples,
+            )
+            splits = load_splits(config, args.data)
+            model = run_train(config, splits, run_dir)
+        else:
+            splits = load_splits(TrainConfig(dataset=args.dataset), args.data)
+            model = load_trained(run_dir)
+        if args.command in ("evaluate", "all"):
+            run_evaluate(model, splits, run_dir)
+        if args.command in ("export", "all"):
+            run_export(
+                model,
+                splits,
+                run_dir,
+                args.models_dir / args.name,
+                args.version,
+                args.verify_images,
+            )
+    except (DatasetError, ExportCheckError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
