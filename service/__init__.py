@@ -1,0 +1,1 @@
+"""cnn-serve: an HTTP service for CNN digit classifiers exported to ONNX."""

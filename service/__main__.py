@@ -1,0 +1,54 @@
+"""``python -m service`` / ``cnn-serve``: check the models, then serve them with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from service.config import get_settings
+from service.errors import ModelLoadError
+from service.repository import discover_models, read_model_card
+
+
+def check_models() -> None:
+    """Fail fast, before any worker starts, if a model is missing or corrupt."""
+    settings = get_settings()
+    model_dirs = discover_models(settings.models_dir)
+    if settings.default_model not in model_dirs:
+        raise ModelLoadError(
+            f"default model {settings.default_model!r} not found in {settings.models_dir} "
+            f"(found: {sorted(model_dirs) or 'none'})"
+        )
+    for model_dir in model_dirs.values():
+        read_model_card(model_dir)
+
+
+def main() -> int:
+    """Serve until SIGTERM/SIGINT; exit 1 with a one-line reason if the models are unusable."""
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        check_models()
+    except ModelLoadError as error:
+        print(f"cnn-serve: cannot start: {error}", file=sys.stderr)
+        return 1
+    uvicorn.run(
+        "service.app:create_app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        access_log=False,
+        proxy_headers=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

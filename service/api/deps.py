@@ -1,0 +1,21 @@
+"""Dependencies shared by the routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.errors import NotReadyError
+from service.inference import ServingState
+
+
+def get_serving_state(request: Request) -> ServingState:
+    """The state built by the lifespan; 503 while the service is not ready."""
+    state: ServingState | None = getattr(request.app.state, "serving", None)
+    if state is None:
+        raise NotReadyError("the service is starting or stopping")
+    return state
+
+
+Serving = Annotated[ServingState, Depends(get_serving_state)]

@@ -1,0 +1,38 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from service.api.deps import Serving
+from service.api.responses import FastJSONResponse
+from service.api.schemas import HealthResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health/live", response_model=HealthResponse)
+async def live() -> dict[str, object]:
+    """The process is up and answering."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/health/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}}
+)
+async def ready(request: Request) -> Response:
+    """Every model is loaded and warmed up."""
+    state = getattr(request.app.state, "serving", None)
+    if state is None:
+        return FastJSONResponse({"status": "not_ready", "models": []}, status_code=503)
+    return FastJSONResponse({"status": "ok", "models": sorted(state.models)})
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(state: Serving) -> Response:
+    """Prometheus metrics in the text exposition format."""
+    for name, batcher in state.batchers.items():
+        state.metrics.queued_items.labels(name).set(batcher.queued_items)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,191 @@
+"""Dynamic micro-batching: concurrent requests for one model share one ONNX Runtime run.
+
+Requests wait in a bounded queue. A collector takes the oldest request, adds whatever else is
+waiting (up to ``max_batch_size`` items, waiting at most ``max_delay_s`` for more), and runs the
+batch in a worker thread. While every inference thread is busy nothing is collected, so batches
+grow by themselves under load and stay at one request when the server is idle. Each request gets
+exactly its own rows back; if a run fails, every request in it fails with the same clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.errors import InferenceError, InferenceTimeoutError, OverloadedError
+
+logger = logging.getLogger("service.batching")
+
+BatchObserver = Callable[[int, float], None]
+"""Called after each run with (items in the batch, seconds the model took)."""
+
+
+@dataclass
+class _Pending:
+    images: np.ndarray
+    future: asyncio.Future[np.ndarray] = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[0])
+
+
+class DynamicBatcher:
+    """Merges concurrent ``submit`` calls into batched calls of ``run_batch``."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[np.ndarray], np.ndarray],
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue_items: int,
+        concurrency: int,
+        timeout_s: float,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self._executor = executor
+        self._max_batch_size = max_batch_size
+        self._max_delay_s = max_delay_s
+        self._max_queue_items = max_queue_items
+        self._timeout_s = timeout_s
+        self._observer = observer
+        self._waiting: deque[_Pending] = deque()
+        self._queued_items = 0
+        self._arrived = asyncio.Event()
+        self._free_runners = asyncio.Semaphore(concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+        self._collector: asyncio.Task[None] | None = None
+
+    @property
+    def queued_items(self) -> int:
+        return self._queued_items
+
+    def start(self) -> None:
+        """Start collecting; call from the running event loop."""
+        self._collector = asyncio.create_task(self._collect_forever(), name="batch-collector")
+
+    async def stop(self) -> None:
+        """Stop collecting, finish the runs in flight, and fail whatever still waits."""
+        if self._collector is not None:
+            self._collector.cancel()
+            await asyncio.gather(self._collector, return_exceptions=True)
+        await asyncio.gather(*self._running, return_exceptions=True)
+        while self._waiting:
+            pending = self._waiting.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(OverloadedError("the server is shutting down"))
+        self._queued_items = 0
+
+    async def submit(self, images: np.ndarray) -> np.ndarray:
+        """Queue a request and wait for its rows of the batched result.
+
+        Args:
+            images: float32 (n, 28, 28, 1).
+
+        Returns:
+            float32 (n, classes), in the order of ``images``.
+
+        Raises:
+            OverloadedError: the queue is full (503 with Retry-After).
+            InferenceTimeoutError: no result within the timeout (504).
+            InferenceError: the batch this request was in failed.
+        """
+        if self._queued_items + images.shape[0] > self._max_queue_items:
+            raise OverloadedError(
+                f"the inference queue is full ({self._queued_items} items waiting)",
+                headers={"Retry-After": "1"},
+            )
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Pending(images, future))
+        self._queued_items += images.shape[0]
+        self._arrived.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise InferenceTimeoutError(
+                f"no result within {self._timeout_s:g} s; the server is overloaded"
+            ) from None
+
+    async def _collect_forever(self) -> None:
+        while True:
+            await self._free_runners.acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._free_runners.release()
+                raise
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self) -> list[_Pending]:
+        while not self._waiting:
+            self._arrived.clear()
+            await self._arrived.wait()
+        batch = [self._take()]
+        items = batch[0].size
+        deadline = time.monotonic() + self._max_delay_s
+        while items < self._max_batch_size:
+            if not self._waiting:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    break
+                continue
+            if items + self._waiting[0].size > self._max_batch_size:
+                break
+            batch.append(self._take())
+            items += batch[-1].size
+        return batch
+
+    def _take(self) -> _Pending:
+        pending = self._waiting.popleft()
+        self._queued_items -= pending.size
+        return pending
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        live = [pending for pending in batch if not pending.future.done()]
+        try:
+            if not live:
+                return
+            images = (
+                live[0].images
+                if len(live) == 1
+                else np.concatenate([pending.images for pending in live])
+            )
+            loop = asyncio.get_running_loop()
+            started = time.perf_counter()
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._run_batch, images)
+            except Exception as error:
+                logger.exception("inference failed on a batch of %d items", images.shape[0])
+                for pending in live:
+                    if not pending.future.done():
+                        pending.future.set_exception(
+                            InferenceError(f"inference failed: {type(error).__name__}")
+                        )
+                return
+            if self._observer is not None:
+                self._observer(images.shape[0], time.perf_counter() - started)
+            offset = 0
+            for pending in live:
+                if not pending.future.done():
+                    pending.future.set_result(outputs[offset : offset + pending.size])
+                offset += pending.size
+        finally:
+            self._free_runners.release()

@@ -1,0 +1,74 @@
+"""Service settings: one class, read from ``CNN_SERVE_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: its affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # Not Linux.
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Each field reads ``CNN_SERVE_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CNN_SERVE_", frozen=True)
+
+    models_dir: Path = Field(Path("models"), description="Directory of <name>/model.json + .onnx.")
+    default_model: str = Field("mnist-deep-cnn", description="Model behind /predict.")
+    host: str = Field("0.0.0.0", description="Address uvicorn binds.")
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    intra_op_threads: int = Field(
+        0, ge=0, le=256, description="ONNX Runtime threads per run; 0 = CPUs / workers."
+    )
+    inference_threads: int = Field(
+        1, ge=1, le=64, description="Batches run at once per process (each uses intra_op_threads)."
+    )
+    max_batch_size: int = Field(256, ge=1, le=4096, description="Most items in one request.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body, checked before reading."
+    )
+    max_image_pixels: int = Field(
+        25_000_000, ge=784, description="Largest decoded image (width x height), checked first."
+    )
+    max_image_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest single image.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Longest wait for an inference.")
+    batch_max_size: int = Field(64, ge=1, le=4096, description="Dynamic batching: items per run.")
+    batch_max_delay_ms: float = Field(
+        1.0, ge=0, le=1000, description="Dynamic batching: longest wait to fill a batch."
+    )
+    batch_max_queue: int = Field(
+        4096, ge=1, description="Dynamic batching: queued items before 503 + Retry-After."
+    )
+    graceful_shutdown_s: int = Field(10, ge=0, description="Time to finish requests on SIGTERM.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    def resolved_intra_op_threads(self) -> int:
+        """Threads per ONNX Runtime run so that workers x inference threads x threads <= CPUs."""
+        if self.intra_op_threads:
+            return self.intra_op_threads
+        return max(1, available_cpus() // (self.workers * self.inference_threads))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

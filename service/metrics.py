@@ -1,0 +1,99 @@
+"""Prometheus metrics: requests by route and status, latency, batch sizes, model time."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServiceMetrics:
+    """The service's metrics, in a registry of their own (one per app, so tests stay apart)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cnn_serve_requests_total",
+            "HTTP requests by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "cnn_serve_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_items = Histogram(
+            "cnn_serve_batch_items",
+            "Items per ONNX Runtime run, after dynamic batching.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.request_items = Histogram(
+            "cnn_serve_request_items",
+            "Items per prediction request.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_seconds = Histogram(
+            "cnn_serve_inference_seconds",
+            "ONNX Runtime time per run.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queued_items = Gauge(
+            "cnn_serve_queued_items",
+            "Items waiting for the dynamic batcher.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.models_loaded = Gauge(
+            "cnn_serve_models_loaded", "Models loaded and warmed up.", registry=self.registry
+        )
+
+    def observe_batch(self, model: str, items: int, seconds: float) -> None:
+        self.batch_items.labels(model).observe(items)
+        self.inference_seconds.labels(model).observe(seconds)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware) that counts and times requests.
+
+    Routes are labelled by their template (``/models/{name}/predict``) so that the label set stays
+    bounded whatever paths clients send; unmatched paths count as ``unmatched``.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)

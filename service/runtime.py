@@ -1,0 +1,126 @@
+"""One ONNX Runtime session per model: load, predict, feature maps. No web framework here."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.errors import InvalidInputError, ModelLoadError
+from service.repository import FeatureMapSpec, ModelCard, read_model_card
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def session_options(intra_op_threads: int) -> ort.SessionOptions:
+    """Options for sharing a few cores with a web server: fixed threads, no spinning."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.enable_cpu_mem_arena = True
+    # Spinning threads would burn the cores the event loop needs between batches.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+@dataclass(frozen=True)
+class FeatureMaps:
+    """The probabilities and chosen layer activations for a batch.
+
+    ``probabilities`` is float32 (N, classes); each ``layers[name]`` is float32 (N, H, W, C).
+    """
+
+    probabilities: np.ndarray
+    layers: dict[str, np.ndarray]
+
+
+class ModelRuntime:
+    """A loaded, checked and warmed-up model."""
+
+    def __init__(self, model_dir: Path, intra_op_threads: int) -> None:
+        self.card: ModelCard = read_model_card(model_dir)
+        try:
+            self._session = ort.InferenceSession(
+                str(model_dir / self.card.files.onnx),
+                sess_options=session_options(intra_op_threads),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as error:  # onnxruntime raises its own untyped errors.
+            raise ModelLoadError(f"onnxruntime cannot load {model_dir}: {error}") from error
+        self._check_signature()
+        self.warm_up()
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    def _check_signature(self) -> None:
+        inputs = {item.name for item in self._session.get_inputs()}
+        outputs = {item.name for item in self._session.get_outputs()}
+        expected = {
+            self.card.probabilities_output,
+            *(spec.output for spec in self.card.feature_maps),
+        }
+        if self.card.input.name not in inputs or not expected <= outputs:
+            raise ModelLoadError(
+                f"{self.name}: the ONNX graph (inputs {sorted(inputs)}, outputs {sorted(outputs)}) "
+                "does not match model.json"
+            )
+
+    def warm_up(self) -> float:
+        """Run one batch so that the first request does not pay for allocations; returns seconds."""
+        started = time.perf_counter()
+        probabilities = self.predict(np.zeros((1, *IMAGE_SHAPE), dtype=np.float32))
+        if (
+            probabilities.shape != (1, len(self.card.labels))
+            or not np.isfinite(probabilities).all()
+        ):
+            raise ModelLoadError(f"{self.name}: warm-up produced {probabilities!r}")
+        return time.perf_counter() - started
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch.
+
+        Args:
+            images: float32 (N, 28, 28, 1) in [0, 1], light ink on dark.
+
+        Returns:
+            float32 (N, classes), each row summing to 1.
+        """
+        (probabilities,) = self._session.run(
+            [self.card.probabilities_output], {self.card.input.name: images}
+        )
+        return np.asarray(probabilities)
+
+    def feature_maps(self, images: np.ndarray, layers: list[str] | None = None) -> FeatureMaps:
+        """Probabilities plus the activations of the named conv/pool layers (default: all).
+
+        Args:
+            images: float32 (N, 28, 28, 1).
+            layers: layer names from ``card.feature_maps``.
+        """
+        specs = self.card.feature_maps if layers is None else [self._layer(name) for name in layers]
+        output_names = [self.card.probabilities_output, *(spec.output for spec in specs)]
+        results = self._session.run(output_names, {self.card.input.name: images})
+        return FeatureMaps(
+            probabilities=np.asarray(results[0]),
+            layers={
+                spec.layer: np.asarray(values)
+                for spec, values in zip(specs, results[1:], strict=True)
+            },
+        )
+
+    def _layer(self, name: str) -> FeatureMapSpec:
+        spec = self.card.feature_map(name)
+        if spec is None:
+            known = [item.layer for item in self.card.feature_maps]
+            raise InvalidInputError(
+                f"unknown layer {name!r} for model {self.name}", details={"known_layers": known}
+            )
+        return spec

@@ -1,0 +1,310 @@
+// The cnn-serve page: draw or drop a digit, see the prediction and every layer's feature maps.
+// Plain JavaScript, no build step, no network beyond this server.
+"use strict";
+
+const DEBOUNCE_MS = 250;
+const STROKE_WIDTH = 20;
+
+const elements = {
+  modelSelect: document.getElementById("model-select"),
+  clearButton: document.getElementById("clear-button"),
+  canvas: document.getElementById("draw-canvas"),
+  dropZone: document.getElementById("drop-zone"),
+  fileInput: document.getElementById("file-input"),
+  errorBox: document.getElementById("error-box"),
+  label: document.getElementById("predicted-label"),
+  confidence: document.getElementById("confidence"),
+  seenCanvas: document.getElementById("seen-canvas"),
+  bars: document.getElementById("probability-bars"),
+  featureMaps: document.getElementById("feature-maps"),
+};
+
+const state = {
+  models: new Map(),      // name -> model summary from /models
+  source: null,           // "drawing" | File
+  hasInk: false,
+  debounceTimer: null,
+  inFlight: null,         // AbortController of the newest update
+  objectUrls: [],
+};
+
+const context = elements.canvas.getContext("2d");
+
+function resetCanvas() {
+  context.fillStyle = "#ffffff";
+  context.fillRect(0, 0, elements.canvas.width, elements.canvas.height);
+  context.lineCap = "round";
+  context.lineJoin = "round";
+  context.strokeStyle = "#000000";
+  context.lineWidth = STROKE_WIDTH;
+  state.hasInk = false;
+}
+
+function showError(message) {
+  elements.errorBox.textContent = message;
+  elements.errorBox.hidden = false;
+}
+
+function clearError() {
+  elements.errorBox.hidden = true;
+  elements.errorBox.textContent = "";
+}
+
+// Turn any failed response into one readable sentence, whatever went wrong.
+async function errorMessage(response) {
+  try {
+    const body = await response.json();
+    if (body && body.error && body.error.message) {
+      return `${body.error.message} (HTTP ${response.status})`;
+    }
+  } catch (ignored) { /* not JSON */ }
+  return `The server answered HTTP ${response.status}.`;
+}
+
+async function loadModels() {
+  try {
+    const response = await fetch("/models");
+    if (!response.ok) throw new Error(await errorMessage(response));
+    const body = await response.json();
+    elements.modelSelect.replaceChildren();
+    for (const model of body.models) {
+      state.models.set(model.name, model);
+      const option = new Option(model.name, model.name, model.default, model.default);
+      elements.modelSelect.append(option);
+    }
+  } catch (error) {
+    showError(`Cannot list the models: ${error.message}`);
+  }
+}
+
+function currentModel() {
+  return state.models.get(elements.modelSelect.value);
+}
+
+// ---- drawing -------------------------------------------------------------------------------
+
+function canvasPoint(event) {
+  const box = elements.canvas.getBoundingClientRect();
+  return {
+    x: ((event.clientX - box.left) / box.width) * elements.canvas.width,
+    y: ((event.clientY - box.top) / box.height) * elements.canvas.height,
+  };
+}
+
+let drawing = false;
+let lastPoint = null;
+
+elements.canvas.addEventListener("pointerdown", (event) => {
+  event.preventDefault();
+  elements.canvas.setPointerCapture(event.pointerId);
+  drawing = true;
+  lastPoint = canvasPoint(event);
+  context.beginPath();
+  context.arc(lastPoint.x, lastPoint.y, STROKE_WIDTH / 2, 0, 2 * Math.PI);
+  context.fillStyle = "#000000";
+  context.fill();
+  state.source = "drawing";
+  state.hasInk = true;
+});
+
+elements.canvas.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  event.preventDefault();
+  const point = canvasPoint(event);
+  context.beginPath();
+  context.moveTo(lastPoint.x, lastPoint.y);
+  context.lineTo(point.x, point.y);
+  context.stroke();
+  lastPoint = point;
+  scheduleUpdate();
+});
+
+function endStroke() {
+  if (!drawing) return;
+  drawing = false;
+  scheduleUpdate();
+}
+elements.canvas.addEventListener("pointerup", endStroke);
+elements.canvas.addEventListener("pointercancel", endStroke);
+
+elements.clearButton.addEventListener("click", () => {
+  resetCanvas();
+  state.source = null;
+  elements.fileInput.value = "";
+  clearResults();
+  clearError();
+});
+
+// ---- files -----------------------------------------------------------------------------------
+
+function useFile(file) {
+  if (!file) return;
+  state.source = file;
+  resetCanvas();
+  drawFilePreview(file);
+  update();
+}
+
+function drawFilePreview(file) {
+  const url = URL.createObjectURL(file);
+  const image = new Image();
+  image.onload = () => {
+    const scale = Math.min(elements.canvas.width / image.width, elements.canvas.height / image.height);
+    const width = image.width * scale;
+    const height = image.height * scale;
+    context.drawImage(image, (elements.canvas.width - width) / 2, (elements.canvas.height - height) / 2, width, height);
+    URL.revokeObjectURL(url);
+  };
+  image.onerror = () => URL.revokeObjectURL(url);
+  image.src = url;
+}
+
+elements.fileInput.addEventListener("change", () => useFile(elements.fileInput.files[0]));
+for (const name of ["dragenter", "dragover"]) {
+  elements.dropZone.addEventListener(name, (event) => {
+    event.preventDefault();
+    elements.dropZone.classList.add("dragging");
+  });
+}
+for (const name of ["dragleave", "drop"]) {
+  elements.dropZone.addEventListener(name, () => elements.dropZone.classList.remove("dragging"));
+}
+elements.dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  useFile(event.dataTransfer.files[0]);
+});
+elements.modelSelect.addEventListener("change", () => update());
+
+// ---- talking to the API ----------------------------------------------------------------------
+
+function scheduleUpdate() {
+  clearTimeout(state.debounceTimer);
+  state.debounceTimer = setTimeout(update, DEBOUNCE_MS);
+}
+
+function currentImage() {
+  if (state.source instanceof File) return Promise.resolve(state.source);
+  if (state.source === "drawing" && state.hasInk) {
+    return new Promise((resolve) => elements.canvas.toBlob(resolve, "image/png"));
+  }
+  return Promise.resolve(null);
+}
+
+function imageForm(blob) {
+  const form = new FormData();
+  form.append("files", blob, blob.name || "drawing.png");
+  return form;
+}
+
+async function update() {
+  const model = currentModel();
+  const blob = await currentImage();
+  if (!model || !blob) return;
+  if (state.inFlight) state.inFlight.abort();  // Only the newest drawing matters.
+  const controller = new AbortController();
+  state.inFlight = controller;
+  const base = `/models/${encodeURIComponent(model.name)}/feature-maps`;
+  const lastLayer = model.feature_maps[model.feature_maps.length - 1].layer;
+  try {
+    const response = await fetch(`${base}?layers=${encodeURIComponent(lastLayer)}`, {
+      method: "POST", body: imageForm(blob), signal: controller.signal,
+    });
+    if (!response.ok) {
+      showError(await errorMessage(response));
+      clearResults();
+      return;
+    }
+    const body = await response.json();
+    clearError();
+    showPrediction(body.prediction, model.labels);
+    showSeenInput(body.input);
+    await showFeatureMaps(base, blob, model, controller.signal);
+  } catch (error) {
+    if (error.name !== "AbortError") showError(`Cannot reach the server: ${error.message}`);
+  }
+}
+
+// ---- showing results -------------------------------------------------------------------------
+
+function clearResults() {
+  elements.label.textContent = "–";
+  elements.confidence.textContent = "";
+  elements.bars.replaceChildren();
+  elements.featureMaps.replaceChildren();
+  elements.seenCanvas.getContext("2d").clearRect(0, 0, elements.seenCanvas.width, elements.seenCanvas.height);
+  for (const url of state.objectUrls) URL.revokeObjectURL(url);
+  state.objectUrls = [];
+}
+
+function showPrediction(prediction, labels) {
+  elements.label.textContent = prediction.label;
+  elements.confidence.textContent = `${(prediction.confidence * 100).toFixed(1)} % sure`;
+  const order = prediction.probabilities
+    .map((probability, index) => ({ probability, index }))
+    .sort((a, b) => b.probability - a.probability);
+  const rows = order.map(({ probability, index }) => {
+    const row = document.createElement("div");
+    row.className = index === prediction.class_index ? "bar-row best" : "bar-row";
+    const name = document.createElement("span");
+    name.textContent = labels[index];
+    const track = document.createElement("div");
+    track.className = "bar-track";
+    const fill = document.createElement("div");
+    fill.className = "bar-fill";
+    fill.style.width = `${(probability * 100).toFixed(1)}%`;
+    track.append(fill);
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    value.textContent = `${(probability * 100).toFixed(1)}%`;
+    row.append(name, track, value);
+    return row;
+  });
+  elements.bars.replaceChildren(...rows);
+}
+
+function showSeenInput(pixels) {
+  const size = pixels.length;
+  const small = new ImageData(size, size);
+  for (let row = 0; row < size; row += 1) {
+    for (let column = 0; column < size; column += 1) {
+      const offset = (row * size + column) * 4;
+      const value = Math.round(pixels[row][column] * 255);
+      small.data[offset] = value;
+      small.data[offset + 1] = value;
+      small.data[offset + 2] = value;
+      small.data[offset + 3] = 255;
+    }
+  }
+  const scratch = document.createElement("canvas");
+  scratch.width = size;
+  scratch.height = size;
+  scratch.getContext("2d").putImageData(small, 0, 0);
+  const seen = elements.seenCanvas.getContext("2d");
+  seen.imageSmoothingEnabled = false;
+  seen.drawImage(scratch, 0, 0, elements.seenCanvas.width, elements.seenCanvas.height);
+}
+
+async function showFeatureMaps(base, blob, model, signal) {
+  const figures = await Promise.all(model.feature_maps.map(async (layer) => {
+    const response = await fetch(`${base}?format=png&layers=${encodeURIComponent(layer.layer)}`, {
+      method: "POST", body: imageForm(blob), signal,
+    });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    const url = URL.createObjectURL(await response.blob());
+    const figure = document.createElement("figure");
+    const image = document.createElement("img");
+    image.alt = `${layer.layer} feature maps`;
+    image.dataset.layer = layer.layer;
+    image.src = url;
+    const caption = document.createElement("figcaption");
+    caption.textContent = `${layer.layer} (${layer.kind}) ${layer.shape.join("×")}`;
+    figure.append(image, caption);
+    return { figure, url };
+  }));
+  for (const url of state.objectUrls) URL.revokeObjectURL(url);
+  state.objectUrls = figures.map((item) => item.url);
+  elements.featureMaps.replaceChildren(...figures.map((item) => item.figure));
+}
+
+resetCanvas();
+loadModels();

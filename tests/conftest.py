@@ -1,0 +1,38 @@
+"""Shared fixtures: the committed MNIST digits, the committed models, and a live TestClient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = ROOT / "models"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
+    """500 real MNIST test digits: uint8 (500, 28, 28) and int64 labels (500,)."""
+    with np.load(FIXTURES / "mnist_test_500.npz") as archive:
+        return archive["images"], archive["labels"].astype(np.int64)
+
+
+def make_settings(**overrides: object) -> Settings:
+    """Settings for tests: the committed models, small limits unless overridden."""
+    values: dict[str, object] = {"models_dir": MODELS_DIR, "intra_op_threads": 1}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[TestClient]:
+    """A client of the app on the committed models, lifespan (model loading) included."""
+    with TestClient(create_app(make_settings()), raise_server_exceptions=False) as test_client:
+        yield test_client

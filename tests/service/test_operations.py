@@ -1,0 +1,120 @@
+"""/models, health, metrics, the page, OpenAPI, and start-up failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.errors import ModelLoadError
+from tests.conftest import MODELS_DIR, ROOT, make_settings
+
+
+def test_models_lists_metadata(client: TestClient) -> None:
+    body = client.get("/models").json()
+    assert body["default_model"] == "mnist-deep-cnn"
+    by_name = {model["name"]: model for model in body["models"]}
+    assert set(by_name) >= {"mnist-deep-cnn", "fashion-deep-cnn"}
+    mnist = by_name["mnist-deep-cnn"]
+    card = json.loads((MODELS_DIR / "mnist-deep-cnn" / "model.json").read_text())
+    assert mnist["default"] is True
+    assert mnist["labels"] == card["labels"]
+    assert mnist["sha256"] == card["files"]["sha256"]
+    assert mnist["test_accuracy"] == card["metrics"]["test_accuracy"]
+    assert [layer["layer"] for layer in mnist["feature_maps"]][:2] == ["conv1", "conv2"]
+    assert mnist["input"]["shape"] == [None, 28, 28, 1]
+
+
+def test_model_detail_includes_the_card(client: TestClient) -> None:
+    body = client.get("/models/fashion-deep-cnn").json()
+    assert body["labels"][9] == "Ankle boot"
+    assert body["model_card"]["architecture"] == "deep_cnn"
+
+
+def test_health_endpoints(client: TestClient) -> None:
+    assert client.get("/health/live").json() == {"status": "ok", "models": []}
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200 and "mnist-deep-cnn" in ready.json()["models"]
+
+
+def test_not_ready_without_lifespan() -> None:
+    unstarted = TestClient(create_app(make_settings()))  # No `with`: models never load.
+    assert unstarted.get("/health/ready").status_code == 503
+    response = unstarted.post("/predict", json={"instances": [np.zeros((28, 28)).tolist()]})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
+
+
+def test_metrics_count_requests_and_batches(client: TestClient) -> None:
+    client.post("/predict", json={"instances": [np.zeros((28, 28)).tolist()] * 3})
+    client.post("/models/nope/predict", json={"instances": [np.zeros((28, 28)).tolist()]})
+    text = client.get("/metrics").text
+    assert 'cnn_serve_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert 'route="/models/{name}/predict",status="404"' in text
+    assert 'cnn_serve_batch_items_count{model="mnist-deep-cnn"}' in text
+    assert 'cnn_serve_inference_seconds_bucket{le="0.005",model="mnist-deep-cnn"}' in text
+    assert "cnn_serve_request_duration_seconds_bucket" in text
+
+
+def test_openapi_documents_every_input_form(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert set(body) >= {
+        "application/json",
+        "multipart/form-data",
+        "application/octet-stream",
+        "application/x-npy",
+    }
+    assert "examples" in body["application/json"]
+    assert "/models/{name}/feature-maps" in spec["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_index_page_is_served(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200 and "<canvas" in response.text
+
+
+def copy_models(destination: Path) -> Path:
+    shutil.copytree(MODELS_DIR / "mnist-deep-cnn", destination / "mnist-deep-cnn")
+    return destination
+
+
+def test_corrupt_model_stops_start_up(tmp_path: Path) -> None:
+    models = copy_models(tmp_path)
+    with (models / "mnist-deep-cnn" / "model.onnx").open("ab") as onnx_file:
+        onnx_file.write(b"tampered")
+    app = create_app(make_settings(models_dir=models))
+    with pytest.raises(ModelLoadError, match="sha256"), TestClient(app):
+        pass
+
+
+def test_missing_default_model_stops_start_up(tmp_path: Path) -> None:
+    app = create_app(make_settings(models_dir=tmp_path))
+    with (
+        pytest.raises(ModelLoadError, match="default model 'mnist-deep-cnn' not found"),
+        TestClient(app),
+    ):
+        pass
+
+
+def test_command_line_exits_non_zero_with_a_clear_message(tmp_path: Path) -> None:
+    models = copy_models(tmp_path)
+    (models / "mnist-deep-cnn" / "model.onnx").write_bytes(b"not a model")
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"CNN_SERVE_MODELS_DIR": str(models), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr and "sha256" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,45 @@
+"""The committed models: intact files, honest cards, and the accuracy they promise."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.repository import read_model_card, sha256_of
+from tests.conftest import MODELS_DIR
+
+SHIPPED = ["mnist-deep-cnn", "fashion-deep-cnn"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_model_card_sha256_matches_the_file(name: str) -> None:
+    card = json.loads((MODELS_DIR / name / "model.json").read_text())
+    assert card["files"]["sha256"] == sha256_of(MODELS_DIR / name / "model.onnx")
+    assert read_model_card(MODELS_DIR / name).name == name
+
+
+def test_mnist_model_card_reports_at_least_99_4_percent() -> None:
+    card = json.loads((MODELS_DIR / "mnist-deep-cnn" / "model.json").read_text())
+    assert card["metrics"]["test_samples"] == 10_000
+    assert card["metrics"]["test_accuracy"] >= 0.994
+    assert card["architecture"] == "deep_cnn" and card["parameters"] == 329_962
+
+
+def test_fashion_model_card_reports_at_least_92_percent() -> None:
+    card = json.loads((MODELS_DIR / "fashion-deep-cnn" / "model.json").read_text())
+    assert card["metrics"]["test_samples"] == 10_000
+    assert card["metrics"]["test_accuracy"] >= 0.92
+    assert card["labels"][0] == "T-shirt/top"
+
+
+def test_mnist_model_scores_99_percent_on_the_fixture(
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, labels = mnist_digits
+    session = ort.InferenceSession(str(MODELS_DIR / "mnist-deep-cnn" / "model.onnx"))
+    batch = (images.astype(np.float32) / 255.0)[..., np.newaxis]
+    (probabilities,) = session.run(["probabilities"], {"input": batch})
+    assert np.mean(probabilities.argmax(axis=1) == labels) >= 0.99
