@@ -1,0 +1,205 @@
+"""The web page, end to end in headless Chromium (Debian's package) driven by Playwright.
+
+Screenshots are saved under artifacts/screenshots/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import MODELS_DIR, ROOT
+from tests.imaging import mnist_png, paper_photo
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    """The real service (python -m service) on a free local port."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "CNN_SERVE_PORT": str(port),
+        "CNN_SERVE_HOST": "127.0.0.1",
+        "CNN_SERVE_MODELS_DIR": str(MODELS_DIR),
+        "CNN_SERVE_LOG_LEVEL": "warning",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=environment)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, "the service exited during start-up"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture()
+def page(browser: Browser, server_url: str) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    opened.goto(server_url)
+    expect(opened.locator("#model-select option")).not_to_have_count(0)
+    yield opened
+    context.close()
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def draw(page: Page, strokes: list[list[tuple[float, float]]]) -> None:
+    """Draw strokes given in canvas fractions (0-1), moving the mouse in small steps."""
+    box = page.locator("#draw-canvas").bounding_box()
+    assert box is not None
+    for stroke in strokes:
+        start_x, start_y = stroke[0]
+        page.mouse.move(box["x"] + start_x * box["width"], box["y"] + start_y * box["height"])
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
+        page.mouse.up()
+
+
+def feature_map_widths(page: Page) -> list[int]:
+    return page.locator("#feature-maps img").evaluate_all(
+        "images => images.map(image => image.naturalWidth)"
+    )
+
+
+def test_drawing_a_one_predicts_1(page: Page) -> None:
+    draw(page, [[(0.5, 0.15), (0.52, 0.5), (0.5, 0.85)]])
+    expect(page.locator("#predicted-label")).to_have_text("1", timeout=10_000)
+    expect(page.locator(".bar-row")).to_have_count(10)
+    expect(page.locator("#feature-maps img")).to_have_count(6, timeout=10_000)
+    screenshot(page, "drawn-one")
+
+
+def test_drawing_a_seven_stroke_by_stroke(page: Page) -> None:
+    draw(page, [[(0.25, 0.2), (0.75, 0.2)], [(0.75, 0.2), (0.6, 0.5), (0.45, 0.85)]])
+    expect(page.locator("#predicted-label")).to_have_text("7", timeout=10_000)
+    screenshot(page, "drawn-seven")
+    page.click("#clear-button")
+    expect(page.locator("#predicted-label")).to_have_text("–")
+
+
+def test_uploading_a_png_shows_prediction_and_feature_maps(
+    page: Page, mnist_digits: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    images, labels = mnist_digits
+    upload = tmp_path / "digit.png"
+    upload.write_bytes(mnist_png(images[0]))
+    page.set_input_files("#file-input", str(upload))
+    expect(page.locator("#predicted-label")).to_have_text(str(labels[0]), timeout=10_000)
+    expect(page.locator("#feature-maps img")).to_have_count(6, timeout=10_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#feature-maps img')].every(i => i.naturalWidth > 0)"
+    )
+    assert all(width > 0 for width in feature_map_widths(page))
+    screenshot(page, "uploaded-png")
+
+
+def test_uploading_a_photo_on_paper(
+    page: Page, mnist_digits: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    images, labels = mnist_digits
+    upload = tmp_path / "photo.jpg"
+    upload.write_bytes(paper_photo(images[1], seed=1))
+    page.set_input_files("#file-input", str(upload))
+    expect(page.locator("#predicted-label")).to_have_text(str(labels[1]), timeout=10_000)
+    screenshot(page, "uploaded-photo")
+
+
+def test_switching_model_uses_its_labels(
+    page: Page, mnist_digits: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    upload = tmp_path / "digit.png"
+    upload.write_bytes(mnist_png(mnist_digits[0][0]))
+    page.set_input_files("#file-input", str(upload))
+    expect(page.locator("#predicted-label")).not_to_have_text("–", timeout=10_000)
+    page.select_option("#model-select", "fashion-deep-cnn")
+    fashion_labels = [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
+    page.wait_for_function(
+        f"() => {fashion_labels!r}.includes(document.querySelector('#predicted-label').textContent)"
+    )
+    expect(page.locator(".bar-row").first).to_be_visible()
+
+
+def test_a_bad_file_shows_the_api_error(page: Page, tmp_path: Path) -> None:
+    upload = tmp_path / "notes.txt"
+    upload.write_text("not an image at all")
+    page.set_input_files("#file-input", str(upload))
+    error_box = page.locator("#error-box")
+    expect(error_box).to_be_visible(timeout=10_000)
+    expect(error_box).to_contain_text("not an image")
+    expect(error_box).to_contain_text("HTTP 422")
+    screenshot(page, "error")
+
+
+def test_phone_layout_stacks_the_panels(browser: Browser, server_url: str) -> None:
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True
+    )
+    phone = context.new_page()
+    phone.goto(server_url)
+    canvas = phone.locator("#draw-canvas").bounding_box()
+    assert canvas is not None and canvas["width"] <= 390
+    bars = phone.locator("#result-panel").bounding_box()
+    assert bars is not None and bars["y"] > canvas["y"] + canvas["height"]
+    screenshot(phone, "phone")
+    context.close()
