@@ -1,0 +1,56 @@
+# cnn-serve: the inference service (default target) and a training image (target "train").
+# Build: docker build -t cnn-serve .            Train: docker compose run --rm train all ...
+ARG BASE_IMAGE=python:3.11-slim
+
+# ---- build: a virtual environment with the service's pinned runtime dependencies only ----
+FROM ${BASE_IMAGE} AS build
+WORKDIR /build
+COPY pyproject.toml constraints.txt ./
+# The "serve" extra of pyproject.toml, pinned by constraints.txt: no TensorFlow, no dev tools.
+RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['serve']))" > serve-requirements.txt \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+       -r serve-requirements.txt -c constraints.txt \
+    && /opt/venv/bin/pip uninstall --yes pip \
+    && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+
+# ---- train: TensorFlow + tf2onnx, for retraining into a mounted models/ directory ----
+FROM ${BASE_IMAGE} AS train
+WORKDIR /app
+COPY pyproject.toml constraints.txt ./
+RUN python3 -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']; print('\n'.join(d['serve'] + d['train']))" > train-requirements.txt \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+       -r train-requirements.txt -c constraints.txt
+COPY service ./service
+COPY training ./training
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    MPLCONFIGDIR=/tmp/matplotlib
+ENTRYPOINT ["python", "-m", "training"]
+CMD ["--help"]
+
+# ---- runtime: the service, its virtual environment and the committed models ----
+FROM ${BASE_IMAGE} AS runtime
+RUN useradd --no-log-init -l --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin cnnserve
+WORKDIR /app
+COPY --from=build /opt/venv /opt/venv
+COPY service ./service
+COPY models ./models
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    CNN_SERVE_HOST=0.0.0.0 \
+    CNN_SERVE_PORT=8000 \
+    CNN_SERVE_MODELS_DIR=/app/models \
+    CNN_SERVE_DEFAULT_MODEL=mnist-deep-cnn \
+    CNN_SERVE_WORKERS=1 \
+    CNN_SERVE_MAX_BATCH_SIZE=256 \
+    CNN_SERVE_MAX_BODY_BYTES=16777216 \
+    CNN_SERVE_GRACEFUL_SHUTDOWN_S=10 \
+    CNN_SERVE_LOG_LEVEL=info
+USER 10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-m", "service.healthcheck"]
+CMD ["python", "-m", "service"]

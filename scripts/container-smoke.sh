@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Builds the Dockerfile with podman (no Docker engine here), runs the image's own CMD as the
+# image's own user and environment with buildah, checks /health/ready, /predict (an image upload)
+# and /feature-maps, stops it with SIGTERM, and reports image size and time to ready.
+# Recipe: shared/docs/containers.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE=localhost/cnn-serve-base:bookworm
+IMAGE=cnn-serve:test
+PORT=${SMOKE_PORT:-18000}
+PYTHON=${PYTHON:-python3}
+
+if ! podman image exists "$BASE"; then
+  echo "== making a local Debian bookworm base image (no registry can be reached)"
+  mirror=$(awk '/^URIs:/ {uri=$2} /^Suites:/ && $2 == "bookworm" {print uri; exit}' \
+    /etc/apt/sources.list.d/debian.sources)
+  rootfs=$(mktemp -d)
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm \
+    "$rootfs" "$mirror" >/dev/null
+  tar -C "$rootfs" -c . | podman import - "$BASE" >/dev/null
+  rm -rf "$rootfs"
+fi
+
+echo "== building $IMAGE"
+podman build --format docker --isolation=chroot \
+  -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+  --build-arg BASE_IMAGE="$BASE" --target runtime -t "$IMAGE" . >/tmp/cnn-serve-build.log 2>&1 \
+  || { tail -50 /tmp/cnn-serve-build.log; exit 1; }
+
+base_size=$(podman image inspect "$BASE" --format '{{.Size}}')
+image_size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
+added_mb=$(( (image_size - base_size) / 1000000 ))
+echo "image adds ${added_mb} MB on top of its base (target: < 250 MB)"
+
+# Run what the image would run: its CMD, its USER, its ENV (port moved for the test only).
+cmd=$(podman image inspect "$IMAGE" --format '{{json .Config.Cmd}}')
+user=$(podman image inspect "$IMAGE" --format '{{.Config.User}}')
+mapfile -t env_args < <(podman image inspect "$IMAGE" --format '{{range .Config.Env}}{{println .}}{{end}}' \
+  | sed '/^$/d' | sed "s/^CNN_SERVE_PORT=.*/CNN_SERVE_PORT=$PORT/" | sed 's/^/--env=/')
+mapfile -t cmd_args < <("$PYTHON" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$cmd")
+
+ctr=$(buildah from "$IMAGE")
+cleanup() { buildah rm "$ctr" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+started=$(date +%s.%N)
+buildah run --isolation=chroot --network=host --user "$user" --workingdir /app "${env_args[@]}" \
+  "$ctr" -- "${cmd_args[@]}" >/tmp/cnn-serve-container.log 2>&1 &
+server_pid=$!
+
+ready=""
+for _ in $(seq 1 300); do
+  if curl -fsS "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1; then
+    ready=$(date +%s.%N); break
+  fi
+  kill -0 "$server_pid" 2>/dev/null || { cat /tmp/cnn-serve-container.log; exit 1; }
+  sleep 0.1
+done
+[ -n "$ready" ] || { echo "not ready in 30 s"; cat /tmp/cnn-serve-container.log; exit 1; }
+echo "ready in $(echo "$ready - $started" | bc) s (target: < 5 s)"
+
+"$PYTHON" scripts/smoke_requests.py "http://127.0.0.1:$PORT"
+
+# The healthcheck command the image declares must pass too.
+buildah run --isolation=chroot --network=host --user "$user" "${env_args[@]}" "$ctr" -- \
+  python -m service.healthcheck && echo "HEALTHCHECK command passes"
+
+# The server itself: the child of buildah's chroot helper, not buildah (whose arguments match too).
+chroot_helper=$(pgrep -n -f '^buildah-chroot-exec' || true)
+server=$([ -n "$chroot_helper" ] && pgrep -P "$chroot_helper" | head -1 || true)
+echo "== SIGTERM to the server (pid ${server:-?})"
+[ -n "$server" ] && kill -TERM "$server"
+if wait "$server_pid"; then status=0; else status=$?; fi
+log=/tmp/cnn-serve-container.log
+grep -q "Application shutdown complete" "$log" && grep -q "Finished server process" "$log" \
+  || { cat "$log"; echo "no clean shutdown"; exit 1; }
+# uvicorn re-raises the SIGTERM it handled once it has shut down (exit by signal, 143 under
+# Docker); buildah reports that as "exited on terminated" with status 1. Anything else is an error.
+if [ "$status" -ne 0 ] && ! grep -q "subprocess exited on terminated" "$log"; then
+  cat "$log"; echo "server failed with status $status"; exit 1
+fi
+echo "server shut down cleanly on SIGTERM"
+echo "container smoke test passed"

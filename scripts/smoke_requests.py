@@ -1,0 +1,46 @@
+"""Real requests against a running server: an image upload to /predict and /feature-maps."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import httpx
+from PIL import Image, ImageDraw
+
+
+def drawn_one() -> bytes:
+    """A photo-like drawing of a '1': dark ink on white paper, 300x400."""
+    paper = Image.new("RGB", (300, 400), "white")
+    ImageDraw.Draw(paper).line([(150, 60), (150, 340)], fill="black", width=28)
+    buffer = io.BytesIO()
+    paper.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def main(base_url: str) -> None:
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        prediction = client.post(
+            "/predict", files={"files": ("one.jpg", drawn_one(), "image/jpeg")}
+        )
+        prediction.raise_for_status()
+        label = prediction.json()["predictions"][0]["label"]
+        assert label == "1", prediction.text
+        print(f"/predict on an uploaded photo of a 1: {label}")
+        maps = client.post(
+            "/feature-maps?format=png&layers=conv1",
+            files={"files": ("one.jpg", drawn_one(), "image/jpeg")},
+        )
+        maps.raise_for_status()
+        picture = Image.open(io.BytesIO(maps.content))
+        assert maps.headers["content-type"] == "image/png" and picture.width > 100
+        print(f"/feature-maps PNG: {picture.width}x{picture.height}")
+        models = client.get("/models").json()
+        print("models served:", [model["name"] for model in models["models"]])
+        bad = client.post("/predict", content=b"{", headers={"content-type": "application/json"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+        print("malformed JSON -> 400 JSON error")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

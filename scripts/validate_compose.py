@@ -1,0 +1,80 @@
+"""Validate docker-compose.yml against the Compose specification's JSON schema.
+
+The schema is the one the Compose project published inside the ``docker-compose`` 1.29.2 wheel on
+PyPI (``compose/config/compose_spec.json``); it is fetched into a cache with ``pip download`` once,
+since the project writes none of it. Beyond the schema, this checks what the smoke test relies on:
+the api service's port and healthcheck match the Dockerfile.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+CACHE = Path.home() / ".cache" / "cnn-serve" / "compose-spec"
+WHEEL_SPEC = "docker-compose==1.29.2"
+SCHEMA_MEMBER = "compose/config/compose_spec.json"
+
+
+def compose_schema() -> dict[str, Any]:
+    """The Compose specification schema, downloaded once from PyPI."""
+    wheels = sorted(CACHE.glob("docker_compose-*.whl"))
+    if not wheels:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--dest",
+                str(CACHE),
+                WHEEL_SPEC,
+            ],
+            check=True,
+        )
+        wheels = sorted(CACHE.glob("docker_compose-*.whl"))
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        return json.loads(wheel.read(SCHEMA_MEMBER))  # type: ignore[no-any-return]
+
+
+def check_consistency(document: dict[str, Any]) -> list[str]:
+    """The api service must expose what the image serves."""
+    problems = []
+    api = document["services"]["api"]
+    if "8000:8000" not in api.get("ports", []):
+        problems.append("api must publish 8000:8000")
+    if api.get("healthcheck", {}).get("test") != ["CMD", "python", "-m", "service.healthcheck"]:
+        problems.append("api healthcheck must run python -m service.healthcheck like the image")
+    for key in ("init", "read_only"):
+        if api.get(key) is not True:
+            problems.append(f"api must set {key}: true")
+    return problems
+
+
+def main(path: str) -> int:
+    document = yaml.safe_load(Path(path).read_text())
+    validator = jsonschema.Draft7Validator(compose_schema())
+    errors = [
+        f"{'/'.join(map(str, error.path))}: {error.message}"
+        for error in validator.iter_errors(document)
+    ]
+    errors += check_consistency(document)
+    for error in errors:
+        print(f"{path}: {error}", file=sys.stderr)
+    if not errors:
+        print(f"{path}: valid against the Compose specification")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "docker-compose.yml"))
