@@ -10,3 +10,4 @@ python -m training all --name mnist-deep-cnn --dataset mnist --data "$mnist_dir"
 python -m training all --name fashion-deep-cnn --dataset fashion_mnist --data "$fashion_dir" \
   --architecture deep_cnn --epochs 30 --batch-size 128 --learning-rate 1e-3 \
   --early-stopping-patience 5 --seed 42
+python -m training quantize --name mnist-deep-cnn --dataset mnist --data "$mnist_dir"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {train,evaluate,export,all} ...``.
+"""Command line: ``python -m training {train,evaluate,export,all,quantize} ...``.
 
 Reproduce the shipped default model end to end with::
 
@@ -15,6 +15,7 @@ from training.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from training.data import DATASETS, DatasetError
 from training.export import MIN_VERIFY_IMAGES, ExportCheckError
 from training.pipeline import load_splits, load_trained, run_evaluate, run_export, run_train
+from training.quantize import QuantizationRejectedError, quantize_model
 from training.train import TrainConfig
 
 
@@ -25,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in ("train", "evaluate", "export", "all"):
+    for command in ("train", "evaluate", "export", "all", "quantize"):
         sub = commands.add_parser(command)
         sub.add_argument(
             "--name", default="mnist-deep-cnn", help="model name: runs/<name>, models/<name>"
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--augment", action="store_true", help="light shift/rotate/zoom")
             sub.add_argument("--early-stopping-patience", type=int, default=4)
             sub.add_argument("--limit-train-samples", type=int, default=None)
+        if command == "quantize":
+            sub.add_argument("--suffix", default="-int8", help="models/<name><suffix>")
         if command in ("export", "all"):
             sub.add_argument("--version", default="1")
             sub.add_argument("--verify-images", type=int, default=MIN_VERIFY_IMAGES)
@@ -63,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run_dir = args.runs_dir / args.name
     try:
+        if args.command == "quantize":
+            splits = load_splits(TrainConfig(dataset=args.dataset), args.data)
+            source = args.models_dir / args.name
+            quantize_model(source, args.models_dir / f"{args.name}{args.suffix}", splits)
+            return 0
         if args.command in ("train", "all"):
             config = TrainConfig(
                 architecture=args.architecture,
@@ -92,7 +100,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.version,
                 args.verify_images,
             )
-    except (DatasetError, ExportCheckError, FileNotFoundError, ValueError) as error:
+    except (
+        DatasetError,
+        ExportCheckError,
+        QuantizationRejectedError,
+        FileNotFoundError,
+        ValueError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

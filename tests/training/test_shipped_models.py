@@ -11,7 +11,7 @@ import pytest
 from service.repository import read_model_card, sha256_of
 from tests.conftest import MODELS_DIR
 
-SHIPPED = ["mnist-deep-cnn", "fashion-deep-cnn"]
+SHIPPED = ["mnist-deep-cnn", "fashion-deep-cnn", "mnist-deep-cnn-int8"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -35,11 +35,22 @@ def test_fashion_model_card_reports_at_least_92_percent() -> None:
     assert card["labels"][0] == "T-shirt/top"
 
 
-def test_mnist_model_scores_99_percent_on_the_fixture(
-    mnist_digits: tuple[np.ndarray, np.ndarray],
+def test_int8_model_is_within_0_1_points_of_fp32() -> None:
+    card = json.loads((MODELS_DIR / "mnist-deep-cnn-int8" / "model.json").read_text())
+    fp32 = json.loads((MODELS_DIR / "mnist-deep-cnn" / "model.json").read_text())
+    quantization = card["quantization"]
+    assert quantization["fp32_test_accuracy"] == fp32["metrics"]["test_accuracy"]
+    assert quantization["fp32_test_accuracy"] - quantization["int8_test_accuracy"] <= 0.001
+    assert card["metrics"]["test_accuracy"] == quantization["int8_test_accuracy"]
+    assert card["feature_maps"] == fp32["feature_maps"]
+
+
+@pytest.mark.parametrize("name", ["mnist-deep-cnn", "mnist-deep-cnn-int8"])
+def test_mnist_models_score_99_percent_on_the_fixture(
+    mnist_digits: tuple[np.ndarray, np.ndarray], name: str
 ) -> None:
     images, labels = mnist_digits
-    session = ort.InferenceSession(str(MODELS_DIR / "mnist-deep-cnn" / "model.onnx"))
+    session = ort.InferenceSession(str(MODELS_DIR / name / "model.onnx"))
     batch = (images.astype(np.float32) / 255.0)[..., np.newaxis]
     (probabilities,) = session.run(["probabilities"], {"input": batch})
     assert np.mean(probabilities.argmax(axis=1) == labels) >= 0.99
