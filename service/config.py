@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
 
 def available_cpus() -> int:
     """CPUs this process may really use: its affinity mask, capped by a cgroup v2 CPU quota."""
@@ -18,7 +20,7 @@ def available_cpus() -> int:
     except AttributeError:  # Not Linux.
         cpus = os.cpu_count() or 1
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        quota, period = CGROUP_CPU_MAX.read_text().split()
         if quota != "max":
             cpus = min(cpus, max(1, int(int(quota) / int(period))))
     except (OSError, ValueError):

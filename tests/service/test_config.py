@@ -1,0 +1,50 @@
+"""Settings from the environment, and the automatic thread budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service import config
+from service.config import Settings, available_cpus
+
+
+def test_settings_read_the_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CNN_SERVE_PORT", "9001")
+    monkeypatch.setenv("CNN_SERVE_MAX_BATCH_SIZE", "32")
+    monkeypatch.setenv("CNN_SERVE_DEFAULT_MODEL", "fashion-deep-cnn")
+    settings = Settings()
+    assert (settings.port, settings.max_batch_size, settings.default_model) == (
+        9001,
+        32,
+        "fashion-deep-cnn",
+    )
+
+
+def test_invalid_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CNN_SERVE_MAX_BATCH_SIZE", "0")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_cgroup_quota_caps_the_cpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    quota = tmp_path / "cpu.max"
+    quota.write_text("100000 100000\n")  # One CPU's worth of time.
+    monkeypatch.setattr(config, "CGROUP_CPU_MAX", quota)
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert available_cpus() == 1
+    quota.write_text("max 100000\n")
+    assert available_cpus() == 4
+
+
+def test_threads_split_the_cpus_between_workers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(config, "CGROUP_CPU_MAX", tmp_path / "absent")
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert Settings(workers=1).resolved_intra_op_threads() == 4
+    assert Settings(workers=2).resolved_intra_op_threads() == 2
+    assert Settings(workers=8).resolved_intra_op_threads() == 1
+    assert Settings(workers=2, intra_op_threads=3).resolved_intra_op_threads() == 3
