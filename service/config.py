@@ -55,7 +55,12 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="Longest wait for an inference.")
     batch_max_size: int = Field(64, ge=1, le=4096, description="Dynamic batching: items per run.")
     batch_max_delay_ms: float = Field(
-        1.0, ge=0, le=1000, description="Dynamic batching: longest wait to fill a batch."
+        0.0,
+        ge=0,
+        le=1000,
+        description="Dynamic batching: longest wait for more requests once one is waiting. "
+        "0 batches only what is already queued, which under load is plenty: requests pile up "
+        "while the model runs.",
     )
     batch_max_queue: int = Field(
         4096, ge=1, description="Dynamic batching: queued items before 503 + Retry-After."

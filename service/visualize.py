@@ -11,7 +11,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 GRID_COLUMNS = 8
 TILE_GAP = 2
-TITLE_HEIGHT = 18
+TITLE_HEIGHT = 20
+TITLE_FONT_SIZE = 13
 SECTION_GAP = 8
 MIN_TILE_SIDE = 48  # Small maps (pool2 is 4x4) are enlarged so a person can see them.
 
@@ -61,10 +62,10 @@ def _layer_grid(name: str, activations: np.ndarray) -> Image.Image:
     geometry = grid_geometry(activations.shape)
     canvas = Image.new("L", (geometry.width, geometry.height), color=40)
     ImageDraw.Draw(canvas).text(
-        (TILE_GAP, 3),
+        (TILE_GAP, 2),
         f"{name}  {'x'.join(map(str, activations.shape))}",
         fill=255,
-        font=ImageFont.load_default(),
+        font=ImageFont.load_default(size=TITLE_FONT_SIZE),
     )
     tiles = normalise_channels(activations)
     for channel in range(activations.shape[2]):

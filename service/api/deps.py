@@ -10,8 +10,8 @@ from service.errors import NotReadyError
 from service.inference import ServingState
 
 
-def get_serving_state(request: Request) -> ServingState:
-    """The state built by the lifespan; 503 while the service is not ready."""
+async def get_serving_state(request: Request) -> ServingState:
+    """The state built by the lifespan; 503 while the service is not ready (async: no thread)."""
     state: ServingState | None = getattr(request.app.state, "serving", None)
     if state is None:
         raise NotReadyError("the service is starting or stopping")

@@ -5,6 +5,7 @@ Screenshots are saved under artifacts/screenshots/ for a person to look at.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -122,6 +123,7 @@ def test_drawing_a_one_predicts_1(page: Page) -> None:
 def test_drawing_a_seven_stroke_by_stroke(page: Page) -> None:
     draw(page, [[(0.25, 0.2), (0.75, 0.2)], [(0.75, 0.2), (0.6, 0.5), (0.45, 0.85)]])
     expect(page.locator("#predicted-label")).to_have_text("7", timeout=10_000)
+    expect(page.locator("#feature-maps img")).to_have_count(6, timeout=10_000)
     screenshot(page, "drawn-seven")
     page.click("#clear-button")
     expect(page.locator("#predicted-label")).to_have_text("–")
@@ -162,20 +164,11 @@ def test_switching_model_uses_its_labels(
     page.set_input_files("#file-input", str(upload))
     expect(page.locator("#predicted-label")).not_to_have_text("–", timeout=10_000)
     page.select_option("#model-select", "fashion-deep-cnn")
-    fashion_labels = [
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ]
+    card = json.loads((MODELS_DIR / "fashion-deep-cnn" / "model.json").read_text())
+    fashion_labels = card["labels"]
     page.wait_for_function(
-        f"() => {fashion_labels!r}.includes(document.querySelector('#predicted-label').textContent)"
+        "labels => labels.includes(document.querySelector('#predicted-label').textContent)",
+        arg=fashion_labels,
     )
     expect(page.locator(".bar-row").first).to_be_visible()
 
