@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
 
 import uvicorn
 
@@ -36,6 +38,10 @@ def main() -> int:
     except ModelLoadError as error:
         print(f"cnn-serve: cannot start: {error}", file=sys.stderr)
         return 1
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Set before the workers start, so that each process's prometheus-client writes its
+        # counts where /metrics can sum them (see ServiceMetrics.exposition).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cnn-serve-metrics-")
     uvicorn.run(
         "service.app:create_app_from_environment",
         factory=True,

@@ -105,17 +105,25 @@ class DynamicBatcher:
                 f"the inference queue is full ({self._queued_items} items waiting)",
                 headers={"Retry-After": "1"},
             )
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
         self._waiting.append(_Pending(images, future))
         self._queued_items += images.shape[0]
         self._arrived.set()
+        # A timer on the future itself: cheaper than wait_for + shield on every request.
+        timer = loop.call_later(self._timeout_s, self._expire, future)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self._timeout_s)
-        except TimeoutError:
-            future.cancel()
-            raise InferenceTimeoutError(
-                f"no result within {self._timeout_s:g} s; the server is overloaded"
-            ) from None
+            return await future
+        finally:
+            timer.cancel()
+
+    def _expire(self, future: asyncio.Future[np.ndarray]) -> None:
+        if not future.done():
+            future.set_exception(
+                InferenceTimeoutError(
+                    f"no result within {self._timeout_s:g} s; the server is overloaded"
+                )
+            )
 
     async def _collect_forever(self) -> None:
         while True:

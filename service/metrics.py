@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -63,6 +65,19 @@ class ServiceMetrics:
     def observe_batch(self, model: str, items: int, seconds: float) -> None:
         self.batch_items.labels(model).observe(items)
         self.inference_seconds.labels(model).observe(seconds)
+
+    def exposition(self) -> bytes:
+        """The text exposition of every metric, summed over worker processes if there are several.
+
+        With several uvicorn workers each process counts on its own; ``python -m service`` then
+        sets ``PROMETHEUS_MULTIPROC_DIR`` so that prometheus-client shares the counts through files
+        in that directory, and a scrape answered by any worker reports the whole server.
+        """
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
 
 class MetricsMiddleware:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import inference
-from service.api.deps import Serving
+from service.api.deps import serving_state
 from service.api.responses import FastJSONResponse
 from service.api.schemas import (
     ERROR_RESPONSES,
@@ -67,12 +67,12 @@ async def _feature_maps(
 
 
 @router.post("/feature-maps", **_DOCS)  # type: ignore[arg-type]
-async def feature_maps_default(request: Request, state: Serving) -> Response:
+async def feature_maps_default(request: Request) -> Response:
     """Activations of each conv/pool layer for one image, default model."""
-    return await _feature_maps(state, None, request)
+    return await _feature_maps(serving_state(request), None, request)
 
 
 @router.post("/models/{name}/feature-maps", **_DOCS)  # type: ignore[arg-type]
-async def feature_maps_named(name: str, request: Request, state: Serving) -> Response:
+async def feature_maps_named(name: str, request: Request) -> Response:
     """Activations of each conv/pool layer for one image, named model."""
-    return await _feature_maps(state, name, request)
+    return await _feature_maps(serving_state(request), name, request)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from service.api.deps import Serving
@@ -35,4 +35,4 @@ async def metrics(state: Serving) -> Response:
     """Prometheus metrics in the text exposition format."""
     for name, batcher in state.batchers.items():
         state.metrics.queued_items.labels(name).set(batcher.queued_items)
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

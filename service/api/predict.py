@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service import inference
-from service.api.deps import Serving
+from service.api.deps import serving_state
 from service.api.responses import FastJSONResponse
 from service.api.schemas import ERROR_RESPONSES, PredictRequest, PredictResponse, request_body_docs
 from service.payloads import read_payload
@@ -27,12 +27,12 @@ async def _predict(
 
 
 @router.post("/predict", **_DOCS)  # type: ignore[arg-type]
-async def predict_default(request: Request, state: Serving) -> FastJSONResponse:
+async def predict_default(request: Request) -> FastJSONResponse:
     """Classify a batch of digits with the default model."""
-    return await _predict(state, None, request)
+    return await _predict(serving_state(request), None, request)
 
 
 @router.post("/models/{name}/predict", **_DOCS)  # type: ignore[arg-type]
-async def predict_named(name: str, request: Request, state: Serving) -> FastJSONResponse:
+async def predict_named(name: str, request: Request) -> FastJSONResponse:
     """Classify a batch of digits with the named model."""
-    return await _predict(state, name, request)
+    return await _predict(serving_state(request), name, request)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.errors import ModelLoadError
-from tests.conftest import MODELS_DIR, ROOT, make_settings
+from tests.conftest import MODELS_DIR, ROOT, free_port, make_settings, wait_until_ready
 
 
 def test_models_lists_metadata(client: TestClient) -> None:
@@ -118,3 +121,32 @@ def test_command_line_exits_non_zero_with_a_clear_message(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "sha256" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_two_workers_report_metrics_for_the_whole_server(tmp_path: Path) -> None:
+    """With several worker processes, any scrape counts the requests every worker served."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "CNN_SERVE_PORT": str(port),
+        "CNN_SERVE_HOST": "127.0.0.1",
+        "CNN_SERVE_WORKERS": "2",
+        "CNN_SERVE_MODELS_DIR": str(MODELS_DIR),
+        "CNN_SERVE_LOG_LEVEL": "warning",
+    }
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=environment)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, process)
+        digit = {"instances": [np.zeros((28, 28)).tolist()]}
+        for _ in range(40):  # New connections each time: the kernel spreads them over workers.
+            assert httpx.post(f"{url}/predict", json=digit).status_code == 200
+        text = httpx.get(f"{url}/metrics").text
+        counted = re.search(
+            r'cnn_serve_requests_total\{method="POST",route="/predict",status="200"\} (\S+)', text
+        )
+        assert counted is not None and float(counted.group(1)) == 40
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
