@@ -38,7 +38,8 @@ def main() -> int:
     except ModelLoadError as error:
         print(f"cnn-serve: cannot start: {error}", file=sys.stderr)
         return 1
-    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    workers = settings.resolved_workers()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Set before the workers start, so that each process's prometheus-client writes its
         # counts where /metrics can sum them (see ServiceMetrics.exposition).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cnn-serve-metrics-")
@@ -47,7 +48,7 @@ def main() -> int:
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=settings.workers,
+        workers=workers,
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
         access_log=False,

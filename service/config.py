@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     default_model: str = Field("mnist-deep-cnn", description="Model behind /predict.")
     host: str = Field("0.0.0.0", description="Address uvicorn binds.")
     port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    workers: int = Field(
+        0, ge=0, le=64, description="uvicorn worker processes; 0 = one per available CPU."
+    )
     intra_op_threads: int = Field(
         0, ge=0, le=256, description="ONNX Runtime threads per run; 0 = CPUs / workers."
     )
@@ -68,11 +70,15 @@ class Settings(BaseSettings):
     graceful_shutdown_s: int = Field(10, ge=0, description="Time to finish requests on SIGTERM.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
+    def resolved_workers(self) -> int:
+        """Worker processes: as set, or one per available CPU (measured fastest on 2 cores)."""
+        return self.workers or available_cpus()
+
     def resolved_intra_op_threads(self) -> int:
         """Threads per ONNX Runtime run so that workers x inference threads x threads <= CPUs."""
         if self.intra_op_threads:
             return self.intra_op_threads
-        return max(1, available_cpus() // (self.workers * self.inference_threads))
+        return max(1, available_cpus() // (self.resolved_workers() * self.inference_threads))
 
 
 @lru_cache

@@ -44,6 +44,8 @@ def test_threads_split_the_cpus_between_workers(
 ) -> None:
     monkeypatch.setattr(config, "CGROUP_CPU_MAX", tmp_path / "absent")
     monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert Settings().resolved_workers() == 4  # One worker per CPU by default...
+    assert Settings().resolved_intra_op_threads() == 1  # ...each with one thread.
     assert Settings(workers=1).resolved_intra_op_threads() == 4
     assert Settings(workers=2).resolved_intra_op_threads() == 2
     assert Settings(workers=8).resolved_intra_op_threads() == 1
