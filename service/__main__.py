@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import tempfile
 
-import uvicorn
-
 from service.config import get_settings
 from service.errors import ModelLoadError
 from service.repository import discover_models, read_model_card
+from service.workers import configure_logging, serve
 
 
 def check_models() -> None:
@@ -30,9 +28,7 @@ def check_models() -> None:
 def main() -> int:
     """Serve until SIGTERM/SIGINT; exit 1 with a one-line reason if the models are unusable."""
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     try:
         check_models()
     except ModelLoadError as error:
@@ -43,18 +39,7 @@ def main() -> int:
         # Set before the workers start, so that each process's prometheus-client writes its
         # counts where /metrics can sum them (see ServiceMetrics.exposition).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cnn-serve-metrics-")
-    uvicorn.run(
-        "service.app:create_app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=workers,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.graceful_shutdown_s,
-        access_log=False,
-        proxy_headers=False,
-    )
-    return 0
+    return serve(settings, workers)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def test_command_line_exits_non_zero_with_a_clear_message(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
-def test_two_workers_report_metrics_for_the_whole_server(tmp_path: Path) -> None:
+def test_two_workers_share_metrics_and_stop_cleanly(tmp_path: Path) -> None:
     """With several worker processes, any scrape counts the requests every worker served."""
     port = free_port()
     environment = {
@@ -147,6 +147,8 @@ def test_two_workers_report_metrics_for_the_whole_server(tmp_path: Path) -> None
             r'cnn_serve_requests_total\{method="POST",route="/predict",status="200"\} (\S+)', text
         )
         assert counted is not None and float(counted.group(1)) == 40
+        process.terminate()  # SIGTERM: the supervisor stops both workers gracefully.
+        assert process.wait(timeout=30) == 0
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if process.poll() is None:
+            process.kill()
