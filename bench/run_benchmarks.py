@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "mnist_test_500.npz"
 LUA = ROOT / "bench" / "lua" / "post_file.lua"
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 CONCURRENCIES = (1, 8, 32, 64)
+BATCH_CONCURRENCIES = (2, 4, 8)
 
 
 @dataclass
@@ -75,23 +77,39 @@ def digits() -> np.ndarray:
         return np.asarray(archive["images"])
 
 
-def in_process_limit(threads: int, seconds: float, model: Path = MODEL) -> dict[str, float]:
-    """Images/s of a bare ONNX Runtime session at batch 1, 32 and 256."""
+def _session(model: Path, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+def _images_per_s(session: ort.InferenceSession, batch: np.ndarray, seconds: float) -> float:
+    session.run(["probabilities"], {"input": batch})
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        session.run(["probabilities"], {"input": batch})
+        done += batch.shape[0]
+    return done / (time.perf_counter() - started)
+
+
+def in_process_limit(
+    threads: int, seconds: float, model: Path = MODEL, sessions: int = 1
+) -> dict[str, float]:
+    """Images/s of bare ONNX Runtime at batch 1, 32 and 256.
+
+    ``sessions`` > 1 runs that many sessions at once from Python threads (ONNX Runtime releases
+    the GIL), the in-process equivalent of the service's worker processes.
+    """
     images = (digits().astype(np.float32) / 255.0)[..., np.newaxis]
+    runners = [_session(model, threads) for _ in range(sessions)]
     results = {}
     for batch_size in (1, 32, 256):
         batch = np.resize(images, (batch_size, 28, 28, 1))
-        session.run(["probabilities"], {"input": batch})
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            session.run(["probabilities"], {"input": batch})
-            done += batch_size
-        results[str(batch_size)] = done / (time.perf_counter() - started)
+        with ThreadPoolExecutor(sessions) as pool:
+            rates = pool.map(_images_per_s, runners, [batch] * sessions, [seconds] * sessions)
+            results[str(batch_size)] = sum(rates)
     return results
 
 
@@ -250,8 +268,10 @@ def bench_service(
                 results.append(run_wrk(f"{url}/predict", bodies[name], name, concurrency, seconds))
                 print(format_result(results[-1]), flush=True)
         for name in ("json-batch256", "binary-batch256"):
-            results.append(run_wrk(f"{url}/predict", bodies[name], name, 4, seconds))
-            print(format_result(results[-1]), flush=True)
+            run_wrk(f"{url}/predict", bodies[name], name, 4, 1)  # Warm-up.
+            for concurrency in BATCH_CONCURRENCIES:
+                results.append(run_wrk(f"{url}/predict", bodies[name], name, concurrency, seconds))
+                print(format_result(results[-1]), flush=True)
     return results
 
 
@@ -305,12 +325,13 @@ def main() -> None:
         "command": "python bench/run_benchmarks.py " + " ".join(sys.argv[1:]),
     }
     print("== in-process ONNX Runtime (the limit)", flush=True)
-    report["in_process"] = {
-        str(threads): in_process_limit(threads, 3.0) for threads in sorted({1, cpus})
-    }
-    report["in_process_int8"] = {
-        str(threads): in_process_limit(threads, 3.0, INT8_MODEL) for threads in sorted({1, cpus})
-    }
+    layouts = {f"1 session x {threads} thread(s)": (1, threads) for threads in sorted({1, cpus})}
+    layouts[f"{cpus} sessions x 1 thread, in parallel"] = (cpus, 1)
+    for key, model in (("in_process", MODEL), ("in_process_int8", INT8_MODEL)):
+        report[key] = {
+            name: in_process_limit(threads, 3.0, model, sessions)
+            for name, (sessions, threads) in layouts.items()
+        }
     print(json.dumps({"fp32": report["in_process"], "int8": report["in_process_int8"]}), flush=True)
     with tempfile.TemporaryDirectory() as directory:
         bodies = request_bodies(Path(directory))
