@@ -4,6 +4,8 @@ ARG BASE_IMAGE=python:3.11-slim
 
 # ---- build: a virtual environment with the service's pinned runtime dependencies only ----
 FROM ${BASE_IMAGE} AS build
+# A build stage never runs as a service.
+HEALTHCHECK NONE
 WORKDIR /build
 COPY pyproject.toml constraints.txt ./
 # The "serve" extra of pyproject.toml, pinned by constraints.txt: no TensorFlow, no dev tools.
@@ -16,6 +18,8 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.tom
 
 # ---- train: TensorFlow + tf2onnx, for retraining into a mounted models/ directory ----
 FROM ${BASE_IMAGE} AS train
+# Training is a batch job that exits when done: nothing to probe.
+HEALTHCHECK NONE
 WORKDIR /app
 COPY pyproject.toml constraints.txt ./
 RUN python3 -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']; print('\n'.join(d['serve'] + d['train']))" > train-requirements.txt \

@@ -120,3 +120,24 @@ def test_label_count_mismatch_is_reported(tmp_path: Path) -> None:
 def test_unknown_dataset_is_rejected() -> None:
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_dataset("cifar10")
+
+
+def test_mnist_without_a_source_falls_back_to_keras(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No directory or npz given: the loader asks keras.datasets.mnist (stubbed: no network)."""
+    import keras
+
+    rng = np.random.default_rng(2)
+    calls = []
+
+    def fake_load_data() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        calls.append(True)
+        return (
+            (rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), np.arange(30) % 10),
+            (rng.integers(0, 256, (6, 28, 28), dtype=np.uint8), np.arange(6) % 10),
+        )
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", fake_load_data)
+    splits = load_dataset("mnist", None, validation_size=10)
+    assert calls == [True]
+    assert splits.source == "keras.datasets.mnist"
+    assert splits.x_train.shape == (20, 28, 28, 1) and splits.x_test.shape == (6, 28, 28, 1)
