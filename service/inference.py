@@ -61,11 +61,12 @@ def top_k_option(payload: Payload, classes: int) -> int | None:
     value = payload.options.get("top_k")
     if value is None:
         return None
-    try:
-        top_k = int(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError("top_k must be an integer") from None
-    if isinstance(value, bool) or not 1 <= top_k <= classes:
+    # An integer in JSON, or digits in a query string / form field; never 2.5 or true.
+    is_integer = isinstance(value, int) and not isinstance(value, bool)
+    if not (is_integer or (isinstance(value, str) and value.strip().isdigit())):
+        raise InvalidInputError("top_k must be an integer")
+    top_k = int(value)
+    if not 1 <= top_k <= classes:
         raise InvalidInputError(f"top_k must be between 1 and {classes}")
     return top_k
 

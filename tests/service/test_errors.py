@@ -220,7 +220,15 @@ def test_feature_maps_take_one_image(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "options", [{"top_k": 0}, {"top_k": 11}, {"top_k": "many"}, {"preprocess": "sharpen"}]
+    "options",
+    [
+        {"top_k": 0},
+        {"top_k": 11},
+        {"top_k": "many"},
+        {"top_k": 2.5},
+        {"top_k": True},
+        {"preprocess": "sharpen"},
+    ],
 )
 def test_bad_options_are_422(client: TestClient, options: dict[str, object]) -> None:
     assert_error(
