@@ -74,11 +74,16 @@ def targets(report: dict[str, Any]) -> list[str]:
         ("binary-batch256", TARGET_BINARY_BATCH),
         ("json-batch256", TARGET_JSON_BATCH),
     ):
-        ratio = _row(rows, form)["images_per_s"] / limit
+        # The issue names no concurrency for batches: report the best and the range.
+        ratios = {
+            row["concurrency"]: row["images_per_s"] / limit for row in rows if row["name"] == form
+        }
+        best = max(ratios, key=lambda concurrency: ratios[concurrency])
         lines.append(
-            f"| {form}: >= {target:.0%} of in-process batch 256 | {ratio:.0%} "
-            f"({_row(rows, form)['images_per_s']:,.0f} / {limit:,.0f} img/s) | "
-            f"{_verdict(ratio >= target)} |"
+            f"| {form}: >= {target:.0%} of in-process batch 256 | {ratios[best]:.0%} at "
+            f"c={best} ({ratios[best] * limit:,.0f} / {limit:,.0f} img/s); "
+            f"{min(ratios.values()):.0%}-{max(ratios.values()):.0%} over c="
+            f"{'/'.join(map(str, ratios))} | {_verdict(ratios[best] >= target)} |"
         )
     naive = report["naive"]["requests_per_s"]
     best_json = _row(rows, "json", 8)["requests_per_s"]
