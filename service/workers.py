@@ -25,11 +25,21 @@ APP = "service.app:create_app_from_environment"
 RESTART_PAUSE_S = 1.0
 # A worker that dies this soon after starting will die again: stop instead of looping.
 CRASH_LOOP_S = 15.0
+STARTUP_FAILURE = 3  # uvicorn's own exit status when the app fails to start.
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
     """The uvicorn settings shared by the single- and multi-process modes."""
-    return uvicorn.Config(APP, **_single_process_options(settings))  # type: ignore[arg-type]
+    return uvicorn.Config(
+        APP,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        access_log=False,
+        proxy_headers=False,
+    )
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -100,9 +110,11 @@ class WorkerSupervisor:
         while not self.stopping:
             self._replace_dead_workers()
             time.sleep(0.2)
-        return 1 if self._shutdown() or self.failed else 0
+        clean = self._shutdown()
+        return 0 if clean and not self.failed else 1
 
-    def _shutdown(self) -> int:
+    def _shutdown(self) -> bool:
+        """Stop every worker: SIGTERM, then SIGKILL past the grace period. True if all clean."""
         logger.info("stopping %d workers", len(self.processes))
         for process in self.processes:
             if process.is_alive():
@@ -116,25 +128,13 @@ class WorkerSupervisor:
         # uvicorn re-raises the SIGTERM it handled, so a clean worker ends by that signal.
         clean = all(process.exitcode in (0, -signal.SIGTERM) for process in self.processes)
         logger.info("all workers stopped%s", "" if clean else " (some uncleanly)")
-        return 0 if clean else 1
+        return clean
 
 
 def serve(settings: Settings, workers: int) -> int:
-    """Serve with one process (plain uvicorn) or several (``WorkerSupervisor``)."""
-    if workers == 1:
-        # uvicorn.run exits with status 3 if the app fails to start.
-        uvicorn.run(APP, **_single_process_options(settings))  # type: ignore[arg-type]
-        return 0
-    return WorkerSupervisor(settings, workers).run()
-
-
-def _single_process_options(settings: Settings) -> dict[str, object]:
-    return {
-        "factory": True,
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level,
-        "timeout_graceful_shutdown": settings.graceful_shutdown_s,
-        "access_log": False,
-        "proxy_headers": False,
-    }
+    """Serve with one process (plain uvicorn) or several (``WorkerSupervisor``); exit code."""
+    if workers > 1:
+        return WorkerSupervisor(settings, workers).run()
+    server = uvicorn.Server(uvicorn_config(settings))
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE
