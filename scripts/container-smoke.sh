@@ -81,4 +81,30 @@ if [ "$status" -ne 0 ] && ! grep -q "subprocess exited on terminated" "$log"; th
   cat "$log"; echo "server failed with status $status"; exit 1
 fi
 echo "server shut down cleanly on SIGTERM"
+
+echo "== the train target: retrain into a mounted models/ directory"
+podman build --format docker --isolation=chroot \
+  -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+  --build-arg BASE_IMAGE="$BASE" --target train -t cnn-serve-train:test . \
+  >/tmp/cnn-serve-train-build.log 2>&1 || { tail -50 /tmp/cnn-serve-train-build.log; exit 1; }
+work=$(mktemp -d)
+mkdir -p "$work/data" "$work/models" "$work/runs"
+"$PYTHON" scripts/make_tiny_mnist_npz.py "$work/data/mnist.npz" >/dev/null
+entrypoint=$(podman image inspect cnn-serve-train:test --format '{{json .Config.Entrypoint}}')
+mapfile -t entry_args < <("$PYTHON" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$entrypoint")
+train_ctr=$(buildah from cnn-serve-train:test)
+buildah run --isolation=chroot --network=host -v "$work/data:/data:ro" \
+  -v "$work/models:/app/models" -v "$work/runs:/app/runs" "$train_ctr" -- \
+  "${entry_args[@]}" all --name smoke-cnn --architecture cnn --data /data/mnist.npz \
+  --validation-size 100 --epochs 1 --verify-images 100 >/tmp/cnn-serve-train.log 2>&1 \
+  || { tail -30 /tmp/cnn-serve-train.log; buildah rm "$train_ctr" >/dev/null; exit 1; }
+buildah rm "$train_ctr" >/dev/null
+"$PYTHON" - "$work/models/smoke-cnn" <<'PY'
+import sys
+from pathlib import Path
+from service.repository import read_model_card
+card = read_model_card(Path(sys.argv[1]))  # Checks the sha256 of the exported model too.
+print(f"train image exported {card.name}: {len(card.feature_maps)} feature-map layers, sha256 ok")
+PY
+rm -rf "$work"
 echo "container smoke test passed"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from training.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
-from training.data import DATASETS, DatasetError
+from training.data import DATASETS, VALIDATION_SIZE, DatasetError
 from training.export import MIN_VERIFY_IMAGES, ExportCheckError
 from training.pipeline import load_splits, load_trained, run_evaluate, run_export, run_train
 from training.quantize import QuantizationRejectedError, quantize_model
@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--runs-dir", type=Path, default=Path("runs"))
         sub.add_argument("--models-dir", type=Path, default=Path("models"))
+        sub.add_argument(
+            "--validation-size",
+            type=int,
+            default=VALIDATION_SIZE,
+            help="last training images held out for validation",
+        )
         if command in ("train", "all"):
             sub.add_argument(
                 "--architecture", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCHITECTURE
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.runs_dir / args.name
     try:
         if args.command == "quantize":
-            splits = load_splits(TrainConfig(dataset=args.dataset), args.data)
+            splits = load_splits(TrainConfig(dataset=args.dataset), args.data, args.validation_size)
             source = args.models_dir / args.name
             quantize_model(source, args.models_dir / f"{args.name}{args.suffix}", splits)
             return 0
@@ -84,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                 early_stopping_patience=args.early_stopping_patience,
                 limit_train_samples=args.limit_train_samples,
             )
-            splits = load_splits(config, args.data)
+            splits = load_splits(config, args.data, args.validation_size)
             model = run_train(config, splits, run_dir)
         else:
-            splits = load_splits(TrainConfig(dataset=args.dataset), args.data)
+            splits = load_splits(TrainConfig(dataset=args.dataset), args.data, args.validation_size)
             model = load_trained(run_dir)
         if args.command in ("evaluate", "all"):
             run_evaluate(model, splits, run_dir)

@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from training.data import Splits, load_dataset
+from training.data import VALIDATION_SIZE, Splits, load_dataset
 from training.evaluate import evaluate_probabilities
 from training.export import (
     MIN_VERIFY_IMAGES,
@@ -42,9 +42,11 @@ REPORT_FILES = (
 )
 
 
-def load_splits(config: TrainConfig, data_source: Path | None) -> Splits:
+def load_splits(
+    config: TrainConfig, data_source: Path | None, validation_size: int = VALIDATION_SIZE
+) -> Splits:
     """The dataset named by ``config.dataset``, from ``data_source`` if given."""
-    return load_dataset(config.dataset, data_source)
+    return load_dataset(config.dataset, data_source, validation_size)
 
 
 def run_train(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
