@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.runtime import ModelRuntime
 from tests.conftest import make_settings
 
 
@@ -41,3 +44,27 @@ def test_concurrent_requests_are_batched_and_answered_in_order(
     )  # type: ignore[union-attr]
     assert items == sum(1 + index % 3 for index in range(120))
     assert runs < 120  # Fewer model runs than requests: they were merged.
+
+
+def test_full_queue_answers_503_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow model and a queue of 2 items: the overflow is refused at once, not queued."""
+    real_predict = ModelRuntime.predict
+
+    def slow_predict(self: ModelRuntime, images: np.ndarray) -> np.ndarray:
+        time.sleep(0.3)
+        return real_predict(self, images)
+
+    monkeypatch.setattr(ModelRuntime, "predict", slow_predict)
+    settings = make_settings(batch_max_queue=2, batch_max_size=1)
+    digit = {"instances": [np.zeros((28, 28)).tolist()]}
+    with TestClient(create_app(settings)) as client:
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda _: client.post("/predict", json=digit), range(8)))
+        assert client.get("/health/ready").status_code == 200
+    statuses = sorted(response.status_code for response in responses)
+    refused = [response for response in responses if response.status_code == 503]
+    assert statuses.count(200) >= 3 and refused  # 1 running + 2 queued at the least.
+    assert set(statuses) == {200, 503}
+    for response in refused:
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["error"]["code"] == "overloaded"
