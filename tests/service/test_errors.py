@@ -283,3 +283,16 @@ def test_service_still_works_after_bad_requests(
         client.post("/predict", content=body, headers={"content-type": "application/json"})
     response = client.post("/predict", files={"files": ("d.png", mnist_png(mnist_digits[0][0]))})
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("multipart/form-data", b"no boundary at all"),
+        ("multipart/form-data; boundary=x", b"--x\r\nnot a header\r\n"),
+    ],
+)
+def test_malformed_multipart_is_400(client: TestClient, content_type: str, body: bytes) -> None:
+    response = client.post("/predict", content=body, headers={"content-type": content_type})
+    error = assert_error(response, 400, "bad_request")
+    assert "multipart" in str(error["message"])
