@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Literal, cast
 
+import cc3d
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
@@ -19,17 +21,44 @@ from service.repository import PreprocessingSpec, PreprocessMethod
 
 CANVAS = 28
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
-# Big photos are first shrunk to this longest side: the digit ends up 20 px tall anyway, and it
-# bounds the memory and time of everything after decoding, whatever the upload's size.
-WORKING_SIDE = 256
+# Pixels at least this opaque count as drawn; an image whose every pixel is has no transparency.
+OPAQUE_ALPHA = 250
+# JPEG photos are decoded at reduced size (DCT scaling) down to about this longest side.
+JPEG_DRAFT_SIDE = 512
+# The ink is analysed at most this large: the digit ends up 20 px tall anyway, and it bounds the
+# time and memory of everything after decoding, whatever the upload's size.
+ANALYSIS_SIDE = 256
+# Polarity and background are judged on a thumbnail this large.
+POLARITY_SIDE = 64
+BACKGROUND_FIT_ROUNDS = 4
+# A reduction keeps each block's strongest pixel (not the mean) when strokes cover less than
+# this share of the blocks they cross: they are thinner than a block.
+THIN_STROKE_COVERAGE = 0.5
 # Below this contrast (0-255) between ink and background there is no digit to find.
 MIN_INK_CONTRAST = 40.0
 # Ink is what is brighter than this fraction of the strongest stroke, after denoising.
 INK_THRESHOLD = 0.35
 # Ink fainter than this fraction of the strongest stroke is background (paper grain, noise).
 FAINT_INK = 0.1
-# Images at least this small on their short side are photos/drawings worth denoising.
-DENOISE_MIN_SIDE = 64
+# Background texture up to this many times its noise level (robust spread) is not ink.
+BACKGROUND_NOISE_FLOOR = 3.0
+# Strong-ink pieces touching the image's edge are ignored while the others hold this share of it.
+EDGE_PIECES_SHARE = 0.2
+# Pieces whose box lies within this fraction of the main piece's size belong to the digit.
+NEARBY_PIECE_DISTANCE = 0.4
+# Ink at this fraction of the typical stroke core becomes full white, as MNIST's cores are.
+CORE_INK = 0.8
+# Strokes at least this wide (pixels, after analysis scaling) get a 3x3 median filter: speckle
+# is smaller than them. Thinner strokes would be erased by it.
+DENOISE_MIN_STROKE = 4.0
+# The digit is brought to a longest side of about this many pixels to normalise its strokes.
+STROKE_SCALE = 80
+# MNIST's median stroke width in its 20x20 box, measured with ``stroke_width`` at half ink
+# (2.27 px over the 500 committed test digits). Strokes are thickened below STROKE_TOO_THIN of it
+# and thinned above STROKE_TOO_THICK of it.
+MNIST_STROKE_WIDTH = 2.3
+STROKE_TOO_THIN = 0.8
+STROKE_TOO_THICK = 1.5
 
 # Pillow's own bomb check would raise only a warning below 2x its limit; ours runs first anyway.
 Image.MAX_IMAGE_PIXELS = None
@@ -77,7 +106,7 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
     if image.format == "JPEG":
         # Let the JPEG decoder scale down by up to 8x while decoding: a 12 MP photo then costs
         # a fraction of the time and memory.
-        image.draft("L", (WORKING_SIDE, WORKING_SIDE))
+        image.draft("L", (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns about odd metadata; the pixels matter.
@@ -90,28 +119,366 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
 
 
 def to_grayscale(image: Image.Image) -> np.ndarray:
-    """Upright, opaque, grayscale pixels, at most ``WORKING_SIDE`` pixels on the longest side.
+    """Upright, opaque, grayscale pixels at the decoded resolution.
 
     EXIF rotation is applied; transparency is composited onto a background that contrasts with
     the strokes (white behind dark ink, black behind light ink), so a transparent drawing keeps
-    its strokes whatever their colour. Big images shrink (box filter) before any float copy.
+    its strokes whatever their colour. Nothing is shrunk here: a one-pixel pen line on a big
+    canvas must survive until its width has been judged.
 
     Returns:
-        float32 (H, W) in [0, 255].
+        uint8 (H, W).
     """
     image = ImageOps.exif_transpose(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-    image = image.convert("RGBA" if has_alpha else "L")
-    image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
     if not has_alpha:
-        return np.asarray(image, dtype=np.float32)
-    alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
-    gray = np.asarray(image.convert("L"), dtype=np.float32)
-    opaque = alpha > 0.5
-    stroke_level = float(gray[opaque].mean()) if opaque.any() else 0.0
-    background = 255.0 if stroke_level < 128 else 0.0
-    composited: np.ndarray = gray * alpha + background * (1.0 - alpha)
-    return composited
+        return np.asarray(image.convert("L"))
+    rgba = image.convert("RGBA")
+    alpha = rgba.getchannel("A")
+    low_alpha, high_alpha = cast(tuple[int, int], alpha.getextrema())
+    gray = rgba.convert("L")
+    if low_alpha >= OPAQUE_ALPHA:
+        return np.asarray(gray)
+    alpha_values = np.asarray(alpha)
+    strokes = alpha_values >= min(OPAQUE_ALPHA, high_alpha)
+    stroke_level = float(np.asarray(gray)[strokes].mean())
+    background = Image.new("L", rgba.size, 255 if stroke_level < 128 else 0)
+    return np.asarray(Image.composite(gray, background, alpha))
+
+
+def _block_reduce(
+    pixels: np.ndarray, factor: int, how: Literal["mean", "min", "max"]
+) -> np.ndarray:
+    """Shrink (H, W) by an integer factor, each output pixel the mean, min or max of its block.
+
+    Returns:
+        float32 (ceil(H / factor), ceil(W / factor)); edge blocks are padded with edge values.
+    """
+    if factor == 1:
+        return pixels.astype(np.float32, copy=False)
+    height, width = pixels.shape
+    padded = np.pad(pixels, ((0, -height % factor), (0, -width % factor)), mode="edge").reshape(
+        -(-height // factor), factor, -(-width // factor), factor
+    )
+    if how == "mean":
+        return np.asarray(padded.mean(axis=(1, 3)), dtype=np.float32)
+    if how == "max":
+        return np.asarray(padded.max(axis=(1, 3)), dtype=np.float32)
+    return np.asarray(padded.min(axis=(1, 3)), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Background:
+    """The paper or screen behind the ink: a smooth surface, so uneven lighting is removed too.
+
+    ``coefficients`` of a quadratic in (row, column) scaled to [0, 1]; ``noise`` is the spread
+    (robust standard deviation, 0-255) of the pixels around it.
+    """
+
+    coefficients: np.ndarray
+    noise: float
+
+    def at(self, shape: tuple[int, int]) -> np.ndarray:
+        """The surface sampled on an (H, W) grid. Returns float32 (H, W)."""
+        return np.asarray(_quadratic_terms(shape) @ self.coefficients, dtype=np.float32).reshape(
+            shape
+        )
+
+
+def _quadratic_terms(shape: tuple[int, int]) -> np.ndarray:
+    row_grid, column_grid = np.meshgrid(
+        np.linspace(0.0, 1.0, shape[0]), np.linspace(0.0, 1.0, shape[1]), indexing="ij"
+    )
+    rows, columns = row_grid.ravel(), column_grid.ravel()
+    return np.stack(
+        [np.ones_like(rows), rows, columns, rows * columns, rows**2, columns**2], axis=1
+    )
+
+
+def fit_background(gray: np.ndarray) -> Background:
+    """Fit the background of a (small) grayscale image, ignoring the ink as outliers.
+
+    A least-squares quadratic surface is refitted a few times on the pixels that lie close to
+    it, so that strokes of either polarity (a minority of the pixels) do not pull it.
+
+    Args:
+        gray: float32 (H, W) in [0, 255], at most a few thousand pixels (a thumbnail).
+    """
+    terms = _quadratic_terms(gray.shape)
+    values = gray.ravel().astype(np.float64)
+    inliers = np.ones(values.shape, dtype=bool)
+    coefficients = np.zeros(terms.shape[1])
+    coefficients[0] = np.median(values)
+    noise = 0.0
+    for _ in range(BACKGROUND_FIT_ROUNDS):
+        residual = values - terms @ coefficients
+        noise = 1.4826 * float(np.median(np.abs(residual[inliers])))
+        inliers = np.abs(residual) <= max(2.5 * noise, 2.0)
+        if inliers.sum() < terms.shape[1] * 4:
+            break
+        coefficients = np.linalg.lstsq(terms[inliers], values[inliers], rcond=None)[0]
+    return Background(coefficients, noise)
+
+
+def _thumbnail(pixels: np.ndarray, side: int) -> np.ndarray:
+    """Box-filtered copy of (H, W) with its longest side at most ``side``. float32."""
+    factor = max(1, -(-max(pixels.shape) // side))
+    return _block_reduce(pixels, factor, "mean")
+
+
+def ink_is_dark(gray: np.ndarray, invert: str) -> bool:
+    """Whether the strokes are darker than their background (so the image must be inverted).
+
+    Judged on the whole picture, not a filtered one: the background surface is fitted, and the
+    side (darker or lighter than it) that carries more clear ink wins. One-pixel strokes on a big
+    canvas weigh as much in this sum as thick ones, since a box filter keeps their ink mass.
+
+    Args:
+        gray: float32 (H, W) in [0, 255].
+        invert: the model card's policy: ``auto``, ``always`` (ink is dark) or ``never``.
+    """
+    if invert != "auto":
+        return invert == "always"
+    thumbnail = _thumbnail(gray, POLARITY_SIDE)
+    background = fit_background(thumbnail)
+    residual = thumbnail - background.at(thumbnail.shape)
+    clear = max(3.0 * background.noise, 4.0)
+    darker = float(np.clip(-residual - clear, 0.0, None).sum())
+    lighter = float(np.clip(residual - clear, 0.0, None).sum())
+    return darker > lighter
+
+
+def stroke_width(ink: np.ndarray) -> float:
+    """Typical stroke width (pixels) of a drawing: twice its ink mass over its outline's length.
+
+    Ink mass (the sum of coverage, 0-1 per pixel) does not change when strokes are blurred or
+    resampled, so the estimate holds for anti-aliased, blurry and aliased strokes alike. The
+    outline is that of the half-covered pixels, measured with the Cauchy-Crofton formula over
+    four directions (rows, columns, both diagonals): its length comes out within about 5 %
+    whatever the strokes' directions, where rows and columns alone would be off by up to 27 %.
+
+    Args:
+        ink: float (H, W) coverage in [0, 1], or bool.
+    """
+    mask = ink > 0.5
+    if not mask.any():
+        return 0.0
+    padded = np.pad(mask, 1)
+    straight = (padded[:, 1:] != padded[:, :-1]).sum() + (padded[1:] != padded[:-1]).sum()
+    diagonal = (padded[1:, 1:] != padded[:-1, :-1]).sum() + (
+        padded[1:, :-1] != padded[:-1, 1:]
+    ).sum()
+    perimeter = np.pi / 8 * (float(straight) + float(diagonal) / np.sqrt(2))
+    mass = float(np.clip(ink.astype(np.float32), 0.0, 1.0).sum())
+    return float(2.0 * mass / perimeter)
+
+
+def ink_map(gray: np.ndarray, spec: PreprocessingSpec) -> tuple[np.ndarray, float]:
+    """How much ink each pixel holds, 0-255, with one-pixel strokes kept visible.
+
+    The image is brought to at most ``ANALYSIS_SIDE`` pixels. Where its strokes are thinner
+    than the reduction step, each block keeps its darkest (or lightest) pixel so that a pen line
+    survives; where they are wider, blocks are averaged, which also averages noise away. The
+    fitted background is then subtracted, so uneven lighting disappears with it.
+
+    Args:
+        gray: float32 (H, W) in [0, 255], any polarity.
+
+    Returns:
+        float32 (h, w) >= 0, light ink on black, and the background's noise level (0-255).
+    """
+    oriented = 255 - gray if ink_is_dark(gray, spec.invert) else gray
+    factor = max(1, -(-max(gray.shape) // ANALYSIS_SIDE))
+    averaged = _block_reduce(oriented, factor, "mean")
+    reduced = averaged
+    if factor > 1:
+        strongest = _block_reduce(oriented, factor, "max")
+        ink_blocks = _ink_above_background(strongest)
+        # The share of a block that a stroke covers: about width / factor for thin strokes.
+        strong = ink_blocks > 0.5 * ink_blocks.max()
+        coverage = _ink_above_background(averaged)[strong] / ink_blocks[strong]
+        if strong.any() and float(np.median(coverage)) < THIN_STROKE_COVERAGE:
+            reduced = strongest
+    background = fit_background(_thumbnail(reduced, POLARITY_SIDE))
+    return np.clip(reduced - background.at(reduced.shape), 0.0, None), background.noise
+
+
+def _ink_above_background(oriented: np.ndarray) -> np.ndarray:
+    """Light-on-dark pixels minus their fitted background, clipped at 0. float32 (H, W)."""
+    background = fit_background(_thumbnail(oriented, POLARITY_SIDE))
+    above: np.ndarray = np.clip(oriented - background.at(oriented.shape), 0.0, None)
+    return above
+
+
+def _median(ink: np.ndarray, size: int) -> np.ndarray:
+    return np.asarray(
+        Image.fromarray(ink.astype(np.float32)).filter(ImageFilter.MedianFilter(size)),
+        dtype=np.float32,
+    )
+
+
+def _rank_filter(ink: np.ndarray, size: int, thicken: bool) -> np.ndarray:
+    """Grey dilation (thicken) or erosion by a size x size square. float32 in, float32 out."""
+    rank = ImageFilter.MaxFilter(size) if thicken else ImageFilter.MinFilter(size)
+    return np.asarray(Image.fromarray(ink.astype(np.float32)).filter(rank), dtype=np.float32)
+
+
+def _digit_strokes(ink: np.ndarray, peak: float, denoise: bool) -> np.ndarray:
+    """Which strong-ink pixels belong to the digit: bool (H, W).
+
+    The strong ink is split into connected pieces. The digit is the biggest piece plus the
+    pieces near it (a broken stroke, the bar of a 5); specks and smudges farther away are not.
+    Pieces touching the image's edge (a table or shadow behind photographed paper, the corner of
+    a tilted page) are left out unless there is nothing else.
+    """
+    strong_ink = _rank_filter(_rank_filter(ink, 3, False), 3, True) if denoise else ink
+    strong = strong_ink > INK_THRESHOLD * peak
+    if not strong.any():
+        strong = ink > INK_THRESHOLD * peak
+    labels, count = cc3d.connected_components(strong, connectivity=8, return_N=True)
+    statistics = cc3d.statistics(labels)
+    areas = np.asarray(statistics["voxel_counts"][1:], dtype=np.int64)
+    boxes = [_box_of(slices) for slices in statistics["bounding_boxes"][1 : count + 1]]
+    height, width = ink.shape
+    inner = [
+        top > 0 and left > 0 and bottom < height and right < width
+        for top, left, bottom, right in boxes
+    ]
+    candidates = [index for index in range(count) if inner[index]]
+    if sum(areas[index] for index in candidates) < EDGE_PIECES_SHARE * areas.sum():
+        candidates = list(range(count))
+    main = max(candidates, key=lambda index: areas[index])
+    top, left, bottom, right = boxes[main]
+    reach = NEARBY_PIECE_DISTANCE * max(bottom - top, right - left)
+    kept = [index for index in candidates if _gap(boxes[index], boxes[main]) <= reach]
+    return np.isin(labels, np.asarray(kept, dtype=labels.dtype) + 1)
+
+
+def _box_of(slices: tuple[slice, ...]) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of a (rows, columns) bounding box."""
+    rows, columns = slices[:2]
+    return int(rows.start), int(columns.start), int(rows.stop), int(columns.stop)
+
+
+def _gap(first: tuple[int, int, int, int], second: tuple[int, int, int, int]) -> int:
+    """Pixels between two boxes (0 when they touch or overlap)."""
+    vertical = max(0, max(first[0], second[0]) - min(first[2], second[2]))
+    horizontal = max(0, max(first[1], second[1]) - min(first[3], second[3]))
+    return max(vertical, horizontal)
+
+
+def _digit_box(ink: np.ndarray, digit: np.ndarray, peak: float) -> tuple[slice, slice]:
+    """Bounding box of the digit's strokes, widened to their faint (anti-aliased) edges.
+
+    Args:
+        ink: float32 (H, W).
+        digit: bool (H, W), the digit's strong strokes (see ``_digit_strokes``).
+    """
+    rows, columns = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    margin = 1 + max(ink.shape) // 25
+    top, bottom = max(0, rows[0] - margin), min(ink.shape[0], rows[-1] + margin + 1)
+    left, right = max(0, columns[0] - margin), min(ink.shape[1], columns[-1] + margin + 1)
+    window = ink[top:bottom, left:right] > FAINT_INK * peak
+    rows, columns = np.flatnonzero(window.any(axis=1)), np.flatnonzero(window.any(axis=0))
+    return (
+        slice(top + rows[0], top + rows[-1] + 1),
+        slice(left + columns[0], left + columns[-1] + 1),
+    )
+
+
+def _to_stroke_scale(digit: np.ndarray) -> np.ndarray:
+    """Resize a cropped digit so that its longest side is about ``STROKE_SCALE`` pixels.
+
+    Shrinking keeps each block's strongest pixel, so thin strokes stay whole; small crops are
+    enlarged by an integer factor, so that stroke widths can be measured to a fraction of a pixel
+    of the final 20x20 box.
+    """
+    longest = max(digit.shape)
+    if longest > STROKE_SCALE * 3 // 2:
+        return _block_reduce(digit, round(longest / STROKE_SCALE), "max")
+    factor = -(-STROKE_SCALE // longest)
+    if factor == 1:
+        return digit
+    size = (digit.shape[1] * factor, digit.shape[0] * factor)
+    return np.asarray(
+        Image.fromarray(digit).resize(size, Image.Resampling.BILINEAR), dtype=np.float32
+    )
+
+
+def normalise_stroke(digit: np.ndarray, digit_box: int) -> np.ndarray:
+    """Thicken thin strokes and thin very thick ones to MNIST's width once scaled to the box.
+
+    Args:
+        digit: float32 (h, w) in [0, 1], a cropped digit at stroke scale.
+        digit_box: the side of the box the digit will be fitted into (20 for MNIST).
+
+    Returns:
+        float32 (h, w) in [0, 1].
+    """
+    pixels_per_box_pixel = max(digit.shape) / digit_box
+    target = MNIST_STROKE_WIDTH * pixels_per_box_pixel
+    width = stroke_width(digit)
+    if width < STROKE_TOO_THIN * target:
+        radius = round((target - width) / 2)
+        if radius >= 1:
+            return _rank_filter(digit, 2 * radius + 1, True)
+    elif width > STROKE_TOO_THICK * target:
+        radius = min(round((width - target) / 2), int(width / 2 - pixels_per_box_pixel))
+        if radius >= 1:
+            return _rank_filter(digit, 2 * radius + 1, False)
+    return digit
+
+
+def _paste_by_centre_of_mass(digit: np.ndarray, canvas: int) -> np.ndarray:
+    """Place a (h, w) patch in a canvas x canvas field with its centre of mass at the middle."""
+    field = np.zeros((canvas, canvas), dtype=np.float32)
+    total = float(digit.sum())
+    rows, columns = np.indices(digit.shape)
+    centre_row = float((rows * digit).sum() / total)
+    centre_column = float((columns * digit).sum() / total)
+    height, width = digit.shape
+    top = int(np.clip(round(canvas / 2 - centre_row), 0, canvas - height))
+    left = int(np.clip(round(canvas / 2 - centre_column), 0, canvas - width))
+    field[top : top + height, left : left + width] = digit
+    return field
+
+
+def mnist_style(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
+    """A photo or drawing of one digit -> an MNIST-like digit.
+
+    The ink is separated from its background (either polarity, uneven lighting), denoised only
+    at a scale below its stroke width, cropped, brought to MNIST's stroke width, fitted into the
+    model's digit box keeping its aspect ratio, and centred by mass.
+
+    Args:
+        gray: float32 (H, W) in [0, 255], any polarity.
+
+    Returns:
+        float32 (canvas, canvas) in [0, 1], light ink on black.
+    """
+    ink, noise = ink_map(gray, spec)
+    peak = float(np.percentile(ink[ink > 0.5 * ink.max()], 90)) if ink.max() > 0 else 0.0
+    if peak < MIN_INK_CONTRAST:
+        raise InvalidInputError(
+            "no digit found: the image is blank or its strokes have too little contrast"
+        )
+    wide_strokes = stroke_width(ink / peak) >= DENOISE_MIN_STROKE
+    if wide_strokes:
+        ink = _median(ink, 3)  # Speckle is smaller than these strokes: remove it.
+    digit_strokes = _digit_strokes(ink, peak, wide_strokes)
+    # Keep the digit's pieces and their faint rims; other marks inside the box are dropped.
+    rim = 2 * (1 + max(ink.shape) // 50) + 1
+    ink = ink * (_rank_filter(digit_strokes.astype(np.float32), rim, True) > 0)
+    row_slice, column_slice = _digit_box(ink, digit_strokes, peak)
+    # Faint background left inside the box fades to black; the stroke's core becomes 1.0.
+    floor = max(FAINT_INK * peak, BACKGROUND_NOISE_FLOOR * noise)
+    cropped = np.clip((ink[row_slice, column_slice] - floor) / (CORE_INK * peak - floor), 0.0, 1.0)
+    digit = normalise_stroke(_to_stroke_scale(cropped), spec.digit_box)
+    height, width = digit.shape
+    scale = spec.digit_box / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    fitted = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BOX), dtype=np.float32)
+    return _paste_by_centre_of_mass(np.clip(fitted, 0.0, 1.0), spec.canvas)
 
 
 def _border_median(gray: np.ndarray) -> float:
@@ -127,98 +494,13 @@ def _border_median(gray: np.ndarray) -> float:
     return float(np.median(border))
 
 
-def _light_on_dark(gray: np.ndarray, invert: str) -> np.ndarray:
-    """Invert dark-ink-on-light-paper images (judged by the border) to MNIST's polarity."""
-    light_background = _border_median(gray) > 127.0
-    if invert == "always" or (invert == "auto" and light_background):
-        return 255.0 - gray
-    return gray
-
-
-def _ink_strength(gray: np.ndarray) -> np.ndarray:
-    """Ink above the background level. float32 (H, W) >= 0.
-
-    Photos get a 3x3 median filter first to remove speckle noise; small images (MNIST itself)
-    do not, since it would erase their one-pixel strokes.
-    """
-    if min(gray.shape) >= DENOISE_MIN_SIDE:
-        gray = np.asarray(
-            Image.fromarray(gray.astype(np.uint8)).filter(ImageFilter.MedianFilter(3)),
-            dtype=np.float32,
-        )
-    return np.clip(gray - _border_median(gray), 0.0, None)
-
-
-def _digit_box(ink: np.ndarray, peak: float) -> tuple[slice, slice]:
-    """Bounding box of the digit: found from its strong strokes, then widened to its faint edges.
-
-    Stray specks far from the strokes stay outside; the anti-aliased rim of the strokes is kept,
-    as MNIST's 20x20 box keeps it.
-    """
-    strong = ink > INK_THRESHOLD * peak
-    rows, columns = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
-    margin = 1 + max(ink.shape) // 25
-    top, bottom = max(0, rows[0] - margin), min(ink.shape[0], rows[-1] + margin + 1)
-    left, right = max(0, columns[0] - margin), min(ink.shape[1], columns[-1] + margin + 1)
-    window = ink[top:bottom, left:right] > FAINT_INK * peak
-    rows, columns = np.flatnonzero(window.any(axis=1)), np.flatnonzero(window.any(axis=0))
-    return (
-        slice(top + rows[0], top + rows[-1] + 1),
-        slice(left + columns[0], left + columns[-1] + 1),
-    )
-
-
-def _paste_by_centre_of_mass(digit: np.ndarray) -> np.ndarray:
-    """Place a (h, w) patch in a 28x28 field with its centre of mass at the middle."""
-    canvas = np.zeros((CANVAS, CANVAS), dtype=np.float32)
-    total = float(digit.sum())
-    rows, columns = np.indices(digit.shape)
-    centre_row = float((rows * digit).sum() / total)
-    centre_column = float((columns * digit).sum() / total)
-    height, width = digit.shape
-    top = int(np.clip(round(CANVAS / 2 - centre_row), 0, CANVAS - height))
-    left = int(np.clip(round(CANVAS / 2 - centre_column), 0, CANVAS - width))
-    canvas[top : top + height, left : left + width] = digit
-    return canvas
-
-
-def mnist_style(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
-    """A photo or drawing of one digit -> a 28x28 MNIST-like digit.
-
-    Args:
-        gray: float32 (H, W) in [0, 255], any polarity.
-
-    Returns:
-        float32 (28, 28) in [0, 1], light ink on black, centred by mass.
-    """
-    ink = _ink_strength(_light_on_dark(gray, spec.invert))
-    peak = float(ink.max())
-    if peak < MIN_INK_CONTRAST:
-        raise InvalidInputError(
-            "no digit found: the image is blank or its strokes have too little contrast"
-        )
-    row_slice, column_slice = _digit_box(ink, peak)
-    # Faint background left inside the box fades to black; the strongest stroke becomes 1.0.
-    cropped = np.clip(
-        (ink[row_slice, column_slice] - FAINT_INK * peak) / ((1 - FAINT_INK) * peak), 0.0, 1.0
-    )
-    height, width = cropped.shape
-    scale = spec.digit_box / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    digit = np.asarray(
-        Image.fromarray(cropped.astype(np.float32)).resize(size, Image.Resampling.LANCZOS),
-        dtype=np.float32,
-    )
-    return _paste_by_centre_of_mass(np.clip(digit, 0.0, 1.0))
-
-
 def plain_resize(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     """Pad to a square with the background, then resize to 28x28.
 
     Returns:
         float32 (28, 28) in [0, 1], light on dark.
     """
-    light = _light_on_dark(gray, spec.invert)
+    light = 255.0 - gray if ink_is_dark(gray, spec.invert) else gray.astype(np.float32)
     height, width = light.shape
     side = max(height, width)
     square = np.full((side, side), _border_median(light), dtype=np.float32)
@@ -236,11 +518,11 @@ def as_is(gray: np.ndarray) -> np.ndarray:
             f"preprocess=none needs a 28x28 image, got {gray.shape[1]}x{gray.shape[0]}; "
             "use preprocess=mnist or resize"
         )
-    return gray / 255.0
+    return gray.astype(np.float32) / np.float32(255.0)
 
 
 def prepare(gray: np.ndarray, method: PreprocessMethod, spec: PreprocessingSpec) -> np.ndarray:
-    """Apply one method to a (H, W) 0-255 image; returns float32 (28, 28) in [0, 1]."""
+    """Apply one method to a (H, W) 0-255 image (uint8 or float). Returns float32 (28, 28)."""
     if method == "mnist":
         return mnist_style(gray, spec)
     if method == "resize":

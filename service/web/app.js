@@ -3,11 +3,12 @@
 "use strict";
 
 const DEBOUNCE_MS = 250;
-const STROKE_WIDTH = 20;
 
 const elements = {
   modelSelect: document.getElementById("model-select"),
   clearButton: document.getElementById("clear-button"),
+  penWidth: document.getElementById("pen-width"),
+  penWidthValue: document.getElementById("pen-width-value"),
   canvas: document.getElementById("draw-canvas"),
   dropZone: document.getElementById("drop-zone"),
   fileInput: document.getElementById("file-input"),
@@ -30,13 +31,23 @@ const state = {
 
 const context = elements.canvas.getContext("2d");
 
+// The pen's width in canvas pixels: thin pens (1-2 px) are what paint programs and phones give.
+function penWidth() {
+  return Number(elements.penWidth.value);
+}
+
+elements.penWidth.addEventListener("input", () => {
+  elements.penWidthValue.textContent = `${penWidth()} px`;
+  context.lineWidth = penWidth();
+});
+
 function resetCanvas() {
   context.fillStyle = "#ffffff";
   context.fillRect(0, 0, elements.canvas.width, elements.canvas.height);
   context.lineCap = "round";
   context.lineJoin = "round";
   context.strokeStyle = "#000000";
-  context.lineWidth = STROKE_WIDTH;
+  context.lineWidth = penWidth();
   state.hasInk = false;
 }
 
@@ -100,7 +111,7 @@ elements.canvas.addEventListener("pointerdown", (event) => {
   drawing = true;
   lastPoint = canvasPoint(event);
   context.beginPath();
-  context.arc(lastPoint.x, lastPoint.y, STROKE_WIDTH / 2, 0, 2 * Math.PI);
+  context.arc(lastPoint.x, lastPoint.y, penWidth() / 2, 0, 2 * Math.PI);
   context.fillStyle = "#000000";
   context.fill();
   state.source = "drawing";

@@ -112,6 +112,31 @@ def test_drawing_a_seven_stroke_by_stroke(page: Page) -> None:
     expect(page.locator("#predicted-label")).to_have_text("–")
 
 
+STROKES = {
+    "7": [[(0.25, 0.2), (0.75, 0.2)], [(0.75, 0.2), (0.6, 0.5), (0.45, 0.85)]],
+    "4": [[(0.4, 0.15), (0.28, 0.6), (0.75, 0.6)], [(0.62, 0.3), (0.62, 0.88)]],
+    "0": [
+        [(0.5, 0.15), (0.3, 0.3), (0.28, 0.6), (0.45, 0.85), (0.65, 0.75), (0.7, 0.4), (0.5, 0.15)]
+    ],
+    "2": [[(0.3, 0.3), (0.5, 0.15), (0.7, 0.3), (0.6, 0.55), (0.3, 0.85), (0.75, 0.85)]],
+}
+
+
+def set_pen_width(page: Page, pixels: int) -> None:
+    page.locator("#pen-width").fill(str(pixels))
+    expect(page.locator("#pen-width-value")).to_have_text(f"{pixels} px")
+
+
+@pytest.mark.parametrize("pen", [1, 2, 36])
+@pytest.mark.parametrize("digit", sorted(STROKES))
+def test_drawings_with_thin_and_thick_pens_are_read(page: Page, pen: int, digit: str) -> None:
+    set_pen_width(page, pen)
+    draw(page, STROKES[digit])
+    expect(page.locator("#predicted-label")).to_have_text(digit, timeout=10_000)
+    if digit == "4":
+        screenshot(page, f"drawn-four-pen-{pen}px")
+
+
 def test_uploading_a_png_shows_prediction_and_feature_maps(
     page: Page, mnist_digits: tuple[np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
