@@ -18,24 +18,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.drawings import KINDS  # noqa: E402
+from tests.drawings import KINDS, renderings, usable_digits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "fixtures" / "mnist_test_500.npz"
 CORPUS = ROOT / "tests" / "fixtures" / "drawings"
-SEED = 2026
 
 
-def render_kind(kind: str, images: np.ndarray, labels: np.ndarray, count: int) -> list[dict]:
-    """Render ``count`` digits of one kind into ``CORPUS/kind``; returns their manifest entries."""
-    seed = SEED + sorted(KINDS).index(kind)
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(images), size=count, replace=False)
+def render_kind(
+    kind: str, images: np.ndarray, labels: np.ndarray, usable: np.ndarray, count: int
+) -> list[dict]:
+    """Render ``count`` of the ``usable`` digits into ``CORPUS/kind``; returns manifest entries."""
     directory = CORPUS / kind
     directory.mkdir(parents=True)
     entries = []
-    for position, index in enumerate(chosen):
-        rendering = KINDS[kind](images[index], rng)
+    for position, (index, rendering) in enumerate(renderings(kind, images, usable, count)):
         name = f"{position:03d}-digit{index:03d}.{rendering.extension}"
         (directory / name).write_bytes(rendering.data)
         entries.append(
@@ -43,7 +40,7 @@ def render_kind(kind: str, images: np.ndarray, labels: np.ndarray, count: int) -
                 "file": f"{kind}/{name}",
                 "kind": kind,
                 "label": int(labels[index]),
-                "mnist_test_index": int(index),
+                "mnist_test_index": index,
                 "canvas": list(rendering.canvas),
                 "stroke_px": round(rendering.stroke_px, 2),
                 "polarity": rendering.polarity,
@@ -60,9 +57,12 @@ def main() -> None:
         images, labels = archive["images"], archive["labels"]
     if CORPUS.exists():
         shutil.rmtree(CORPUS)
+    usable = usable_digits(images)
+    skipped = sorted(set(range(len(images))) - set(usable.tolist()))
+    print(f"{len(skipped)} digits cannot be re-stroked faithfully and are not used: {skipped}")
     manifest = []
     for kind in sorted(KINDS):
-        manifest.extend(render_kind(kind, images, labels, args.per_kind))
+        manifest.extend(render_kind(kind, images, labels, usable, args.per_kind))
         print(f"{kind}: {args.per_kind} files")
     lines = ",\n".join(json.dumps(entry) for entry in manifest)
     (CORPUS / "manifest.json").write_text(f"[\n{lines}\n]\n")
