@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 from training.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
+from training.augmentation import AUGMENTATIONS
 from training.data import DATASETS, VALIDATION_SIZE, DatasetError
+from training.drawings import DEFAULT_CORPUS, record_drawings_accuracy
 from training.export import MIN_VERIFY_IMAGES, ExportCheckError
 from training.pipeline import load_splits, load_trained, run_evaluate, run_export, run_train
 from training.quantize import QuantizationRejectedError, quantize_model
@@ -26,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in ("train", "evaluate", "export", "all", "quantize"):
+    for command in ("train", "evaluate", "export", "all", "quantize", "drawings"):
         sub = commands.add_parser(command)
         sub.add_argument(
             "--name", default="mnist-deep-cnn", help="model name: runs/<name>, models/<name>"
@@ -56,11 +58,28 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--optimizer", default="adam")
             sub.add_argument("--learning-rate", type=float, default=1e-3)
             sub.add_argument("--seed", type=int, default=42)
-            sub.add_argument("--augment", action="store_true", help="light shift/rotate/zoom")
+            sub.add_argument(
+                "--augment",
+                choices=AUGMENTATIONS,
+                nargs="?",
+                const="light",
+                default="none",
+                help="light: small shifts/rotations/zooms (--augment alone); drawings: also "
+                "stroke-width changes and elastic distortions, for real drawings and photos",
+            )
+            sub.add_argument("--reduce-lr-patience", type=int, default=2)
+            sub.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau")
             sub.add_argument("--early-stopping-patience", type=int, default=4)
             sub.add_argument("--limit-train-samples", type=int, default=None)
         if command == "quantize":
             sub.add_argument("--suffix", default="-int8", help="models/<name><suffix>")
+        if command in ("all", "quantize", "drawings"):
+            sub.add_argument(
+                "--corpus",
+                type=Path,
+                default=DEFAULT_CORPUS,
+                help="drawings corpus to measure MNIST models on (recorded in model.json)",
+            )
         if command in ("export", "all"):
             sub.add_argument("--version", default="1")
             sub.add_argument("--verify-images", type=int, default=MIN_VERIFY_IMAGES)
@@ -72,10 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     run_dir = args.runs_dir / args.name
     try:
+        if args.command == "drawings":
+            record_drawings_accuracy(args.models_dir / args.name, args.corpus)
+            return 0
         if args.command == "quantize":
             splits = load_splits(TrainConfig(dataset=args.dataset), args.data, args.validation_size)
             source = args.models_dir / args.name
-            quantize_model(source, args.models_dir / f"{args.name}{args.suffix}", splits)
+            target = args.models_dir / f"{args.name}{args.suffix}"
+            quantize_model(source, target, splits)
+            if args.dataset == "mnist" and args.corpus.is_dir():
+                record_drawings_accuracy(target, args.corpus)
             return 0
         if args.command in ("train", "all"):
             config = TrainConfig(
@@ -88,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 augment=args.augment,
                 early_stopping_patience=args.early_stopping_patience,
+                reduce_lr_patience=args.reduce_lr_patience,
+                lr_schedule=args.lr_schedule,
                 limit_train_samples=args.limit_train_samples,
             )
             splits = load_splits(config, args.data, args.validation_size)
@@ -106,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.version,
                 args.verify_images,
             )
+            if args.command == "all" and args.dataset == "mnist" and args.corpus.is_dir():
+                record_drawings_accuracy(args.models_dir / args.name, args.corpus)
     except (
         DatasetError,
         ExportCheckError,

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from training.architectures import DEFAULT_ARCHITECTURE, build_model
+from training.augmentation import build_augmenter
 from training.data import Splits
 
 
@@ -26,14 +27,19 @@ class TrainConfig:
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     seed: int = 42
-    augment: bool = False
+    augment: str = "none"  # One of training.augmentation.AUGMENTATIONS.
     early_stopping_patience: int = 4
     reduce_lr_patience: int = 2
+    # "plateau": halve the learning rate when validation loss stalls; "cosine": decay it from
+    # learning_rate to zero over all epochs along a half cosine (reduce_lr_patience unused).
+    lr_schedule: str = "plateau"
     limit_train_samples: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+def _optimizer(
+    name: str, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
+) -> keras.optimizers.Optimizer:
     optimizers = {
         "adam": keras.optimizers.Adam,
         "sgd": keras.optimizers.SGD,
@@ -45,18 +51,6 @@ def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     return optimizers[name](learning_rate=learning_rate)
 
 
-def _augmenter(seed: int) -> keras.Sequential:
-    # Small shifts, rotations and zooms: handwriting varies that much, and the test set does too.
-    return keras.Sequential(
-        [
-            keras.layers.RandomRotation(0.04, fill_mode="constant", seed=seed),
-            keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed + 1),
-            keras.layers.RandomZoom(0.08, fill_mode="constant", seed=seed + 2),
-        ],
-        name="augmentation",
-    )
-
-
 def _training_dataset(splits: Splits, config: TrainConfig) -> tf.data.Dataset:
     x_train, y_train = splits.x_train, splits.y_train
     if config.limit_train_samples is not None:
@@ -65,13 +59,25 @@ def _training_dataset(splits: Splits, config: TrainConfig) -> tf.data.Dataset:
     dataset = tf.data.Dataset.from_tensor_slices((x_train, y_train))
     dataset = dataset.shuffle(len(x_train), seed=config.seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(config.batch_size)
-    if config.augment:
-        augmenter = _augmenter(config.seed)
+    augmenter = build_augmenter(config.augment, config.seed)
+    if augmenter is not None:
         dataset = dataset.map(
-            lambda images, labels: (augmenter(images, training=True), labels),
+            lambda images, labels: (augmenter(images), labels),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _learning_rate(
+    config: TrainConfig, train_samples: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    if config.lr_schedule == "plateau":
+        return config.learning_rate
+    if config.lr_schedule == "cosine":
+        samples = min(train_samples, config.limit_train_samples or train_samples)
+        steps = config.epochs * -(-samples // config.batch_size)
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
+    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; choose plateau or cosine")
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -94,12 +100,12 @@ def train_model(splits: Splits, config: TrainConfig) -> tuple[keras.Model, dict[
     keras.utils.set_random_seed(config.seed)
     model = build_model(config.architecture)
     model.compile(
-        optimizer=_optimizer(config.optimizer, config.learning_rate),
+        optimizer=_optimizer(config.optimizer, _learning_rate(config, len(splits.x_train))),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     callbacks: list[keras.callbacks.Callback] = [_EpochTimer()]
-    if config.reduce_lr_patience > 0:
+    if config.lr_schedule == "plateau" and config.reduce_lr_patience > 0:
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-5

@@ -44,7 +44,7 @@ def exported(tiny_splits: Splits, tmp_path_factory: pytest.TempPathFactory) -> d
         seed=3,
         early_stopping_patience=0,
         reduce_lr_patience=0,
-        augment=True,
+        augment="drawings",
     )
     model = run_train(config, tiny_splits, run_dir)
     run_evaluate(model, tiny_splits, run_dir)
