@@ -1,50 +1,26 @@
 """Validate docker-compose.yml against the Compose specification's JSON schema.
 
-The schema is the one the Compose project published inside the ``docker-compose`` 1.29.2 wheel on
-PyPI (``compose/config/compose_spec.json``); it is fetched into a cache with ``pip download`` once,
-since the project writes none of it. Beyond the schema, this checks what the smoke test relies on:
-the api service's port and healthcheck match the Dockerfile.
+The schema is vendored in ``scripts/vendor/compose-spec/`` (from the ``docker-compose`` 1.29.2
+wheel on PyPI, Apache-2.0), so the check runs offline. Beyond the schema, this checks what the
+smoke test relies on: the api service's port and healthcheck match the Dockerfile.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-CACHE = Path.home() / ".cache" / "cnn-serve" / "compose-spec"
-WHEEL_SPEC = "docker-compose==1.29.2"
-SCHEMA_MEMBER = "compose/config/compose_spec.json"
+SCHEMA = Path(__file__).resolve().parent / "vendor" / "compose-spec" / "compose_spec.json"
 
 
 def compose_schema() -> dict[str, Any]:
-    """The Compose specification schema, downloaded once from PyPI."""
-    wheels = sorted(CACHE.glob("docker_compose-*.whl"))
-    if not wheels:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--dest",
-                str(CACHE),
-                WHEEL_SPEC,
-            ],
-            check=True,
-        )
-        wheels = sorted(CACHE.glob("docker_compose-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        return json.loads(wheel.read(SCHEMA_MEMBER))  # type: ignore[no-any-return]
+    """The vendored Compose specification schema."""
+    return json.loads(SCHEMA.read_text())  # type: ignore[no-any-return]
 
 
 def check_consistency(document: dict[str, Any]) -> list[str]:
