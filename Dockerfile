@@ -26,6 +26,7 @@ RUN python3 -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['
     && python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
        -r train-requirements.txt -c constraints.txt
+COPY model_card ./model_card
 COPY service ./service
 COPY training ./training
 ENV PATH=/opt/venv/bin:$PATH \
@@ -39,6 +40,7 @@ FROM ${BASE_IMAGE} AS runtime
 RUN useradd --no-log-init -l --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin cnnserve
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
+COPY model_card ./model_card
 COPY service ./service
 COPY models ./models
 ENV PATH=/opt/venv/bin:$PATH \

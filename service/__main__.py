@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 
 from service.config import get_settings
 from service.errors import ModelLoadError
 from service.repository import discover_models, read_model_card
-from service.workers import configure_logging, serve
+from service.workers import PortInUseError, configure_logging, serve
 
 
 def check_models() -> None:
@@ -26,7 +27,7 @@ def check_models() -> None:
 
 
 def main() -> int:
-    """Serve until SIGTERM/SIGINT; exit 1 with a one-line reason if the models are unusable."""
+    """Serve until SIGTERM/SIGINT; exit 1 with a one-line reason if it cannot start."""
     settings = get_settings()
     configure_logging(settings)
     try:
@@ -35,11 +36,23 @@ def main() -> int:
         print(f"cnn-serve: cannot start: {error}", file=sys.stderr)
         return 1
     workers = settings.resolved_workers()
+    metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Set before the workers start, so that each process's prometheus-client writes its
         # counts where /metrics can sum them (see ServiceMetrics.exposition).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cnn-serve-metrics-")
-    return serve(settings, workers)
+        metrics_dir = tempfile.mkdtemp(prefix="cnn-serve-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        return serve(settings, workers)
+    except PortInUseError as error:
+        print(
+            f"cnn-serve: cannot start: {error.strerror}; stop it or set CNN_SERVE_PORT",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

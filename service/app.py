@@ -18,11 +18,11 @@ from service.api import feature_maps, health, models, predict
 from service.batching import DynamicBatcher
 from service.config import Settings, get_settings
 from service.errors import ModelLoadError, install_error_handlers
-from service.inference import ServingState
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.repository import discover_models
 from service.runtime import ModelRuntime
+from service.state import ServingState
 
 logger = logging.getLogger("service")
 WEB_DIR = Path(__file__).parent / "web"
@@ -61,7 +61,7 @@ def _batchers(
         name: DynamicBatcher(
             runtime.predict,
             executor,
-            max_batch_size=settings.batch_max_size,
+            max_batch_items=settings.batch_max_items,
             max_delay_s=settings.batch_max_delay_ms / 1000.0,
             max_queue_items=settings.batch_max_queue,
             concurrency=settings.inference_threads,
@@ -85,7 +85,9 @@ def _lifespan(settings: Settings, metrics: ServiceMetrics):  # type: ignore[no-u
         for batcher in batchers.values():
             batcher.start()
         metrics.models_loaded.set(len(loaded))
-        app.state.serving = ServingState(settings, loaded, batchers, executor, metrics)
+        app.state.serving = ServingState(
+            settings, loaded, batchers, executor, observe_request=metrics.observe_request
+        )
         # Everything allocated so far lives as long as the process: keep it out of the garbage
         # collector's generations so that collections under load stay short.
         gc.collect()
@@ -113,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan(settings, metrics),
     )
     app.state.serving = None
+    app.state.metrics = metrics
     install_error_handlers(app)
     for router in (predict.router, feature_maps.router, models.router, health.router):
         app.include_router(router)
@@ -126,8 +129,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
-
-
-def create_app_from_environment() -> FastAPI:
-    """Factory for ``uvicorn --factory`` (one app per worker process)."""
-    return create_app(get_settings())

@@ -1,7 +1,7 @@
 """Dynamic micro-batching: concurrent requests for one model share one ONNX Runtime run.
 
 Requests wait in a bounded queue. A collector takes the oldest request, adds whatever else is
-waiting (up to ``max_batch_size`` items, waiting at most ``max_delay_s`` for more), and runs the
+waiting (up to ``max_batch_items`` items, waiting at most ``max_delay_s`` for more), and runs the
 batch in a worker thread. While every inference thread is busy nothing is collected, so batches
 grow by themselves under load and stay at one request when the server is idle. Each request gets
 exactly its own rows back; if a run fails, every request in it fails with the same clear error.
@@ -45,7 +45,7 @@ class DynamicBatcher:
         run_batch: Callable[[np.ndarray], np.ndarray],
         executor: Executor,
         *,
-        max_batch_size: int,
+        max_batch_items: int,
         max_delay_s: float,
         max_queue_items: int,
         concurrency: int,
@@ -54,7 +54,7 @@ class DynamicBatcher:
     ) -> None:
         self._run_batch = run_batch
         self._executor = executor
-        self._max_batch_size = max_batch_size
+        self._max_batch_items = max_batch_items
         self._max_delay_s = max_delay_s
         self._max_queue_items = max_queue_items
         self._timeout_s = timeout_s
@@ -90,7 +90,7 @@ class DynamicBatcher:
         """Queue a request and wait for its rows of the batched result.
 
         Args:
-            images: float32 (n, 28, 28, 1).
+            images: float32 (n, H, W, 1).
 
         Returns:
             float32 (n, classes), in the order of ``images``.
@@ -144,7 +144,7 @@ class DynamicBatcher:
         batch = [self._take()]
         items = batch[0].size
         deadline = time.monotonic() + self._max_delay_s
-        while items < self._max_batch_size:
+        while items < self._max_batch_items:
             if not self._waiting:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -155,7 +155,7 @@ class DynamicBatcher:
                 except TimeoutError:
                     break
                 continue
-            if items + self._waiting[0].size > self._max_batch_size:
+            if items + self._waiting[0].size > self._max_batch_items:
                 break
             batch.append(self._take())
             items += batch[-1].size

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+logger = logging.getLogger("service.config")
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+ENV_PREFIX = "CNN_SERVE_"
+# Settings renamed for clarity: new name -> old name, still read (with a warning) until removed.
+RENAMED = {
+    "max_items_per_request": "max_batch_size",
+    "batch_max_items": "batch_max_size",
+}
+
+
+def _renamed(field: str) -> AliasChoices:
+    """The env names a renamed field reads: its own, then its old one; and its Python name."""
+    return AliasChoices(
+        f"{ENV_PREFIX}{field}".upper(), f"{ENV_PREFIX}{RENAMED[field]}".upper(), field
+    )
 
 
 def available_cpus() -> int:
@@ -31,7 +46,7 @@ def available_cpus() -> int:
 class Settings(BaseSettings):
     """Every knob of the service. Each field reads ``CNN_SERVE_<FIELD NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="CNN_SERVE_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, populate_by_name=True)
 
     models_dir: Path = Field(Path("models"), description="Directory of <name>/model.json + .onnx.")
     default_model: str = Field("mnist-deep-cnn", description="Model behind /predict.")
@@ -46,7 +61,13 @@ class Settings(BaseSettings):
     inference_threads: int = Field(
         1, ge=1, le=64, description="Batches run at once per process (each uses intra_op_threads)."
     )
-    max_batch_size: int = Field(256, ge=1, le=4096, description="Most items in one request.")
+    max_items_per_request: int = Field(
+        256,
+        ge=1,
+        le=4096,
+        validation_alias=_renamed("max_items_per_request"),
+        description="Most images or instances in one request (was MAX_BATCH_SIZE).",
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body, checked before reading."
     )
@@ -55,7 +76,13 @@ class Settings(BaseSettings):
     )
     max_image_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest single image.")
     request_timeout_s: float = Field(30.0, gt=0, description="Longest wait for an inference.")
-    batch_max_size: int = Field(64, ge=1, le=4096, description="Dynamic batching: items per run.")
+    batch_max_items: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        validation_alias=_renamed("batch_max_items"),
+        description="Dynamic batching: most items in one model run (was BATCH_MAX_SIZE).",
+    )
     batch_max_delay_ms: float = Field(
         0.0,
         ge=0,
@@ -69,6 +96,15 @@ class Settings(BaseSettings):
     )
     graceful_shutdown_s: int = Field(10, ge=0, description="Time to finish requests on SIGTERM.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warn_about_old_names(cls, values: Any) -> Any:
+        for new, old in RENAMED.items():
+            old_name, new_name = f"{ENV_PREFIX}{old}".upper(), f"{ENV_PREFIX}{new}".upper()
+            if old_name in os.environ:
+                logger.warning("%s is deprecated: use %s", old_name, new_name)
+        return values
 
     def resolved_workers(self) -> int:
         """Worker processes: as set, or one per available CPU (measured fastest on 2 cores)."""

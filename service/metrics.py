@@ -62,6 +62,9 @@ class ServiceMetrics:
             "cnn_serve_models_loaded", "Models loaded and warmed up.", registry=self.registry
         )
 
+    def observe_request(self, model: str, items: int) -> None:
+        self.request_items.labels(model).observe(items)
+
     def observe_batch(self, model: str, items: int, seconds: float) -> None:
         self.batch_items.labels(model).observe(items)
         self.inference_seconds.labels(model).observe(seconds)

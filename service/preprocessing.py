@@ -1,8 +1,10 @@
-"""Turning what people send (photos, drawings, arrays) into the model's (N, 28, 28, 1) input.
+"""Turning what people send (photos, drawings, arrays) into the model's (N, S, S, 1) input.
 
-The ``mnist`` method repeats how MNIST itself was made (LeCun et al.): light ink on a dark
-background, the digit fitted into a 20x20 box keeping its aspect ratio, then placed in the 28x28
-field so that its centre of mass sits in the middle.
+S, the input's side (28 for MNIST), comes from the model card (``spec.canvas``). The ``mnist``
+method repeats how MNIST itself was made (LeCun et al.): light ink on a dark background, the digit
+fitted into a 20x20 box keeping its aspect ratio, then placed in the 28x28 field so that its
+centre of mass sits in the middle. Before that, it finds the digit's strokes in whatever people
+send: any polarity, uneven lighting, one-pixel pen lines on big canvases, thick markers, noise.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ import cc3d
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
+from model_card import PreprocessingSpec, PreprocessMethod
 from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
-from service.repository import PreprocessingSpec, PreprocessMethod
 
-CANVAS = 28
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
 # Pixels at least this opaque count as drawn; an image whose every pixel is has no transparency.
 OPAQUE_ALPHA = 250
@@ -495,10 +496,10 @@ def _border_median(gray: np.ndarray) -> float:
 
 
 def plain_resize(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
-    """Pad to a square with the background, then resize to 28x28.
+    """Pad to a square with the background, then resize to the model's input size.
 
     Returns:
-        float32 (28, 28) in [0, 1], light on dark.
+        float32 (canvas, canvas) in [0, 1], light on dark.
     """
     light = 255.0 - gray if ink_is_dark(gray, spec.invert) else gray.astype(np.float32)
     height, width = light.shape
@@ -506,34 +507,42 @@ def plain_resize(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     square = np.full((side, side), _border_median(light), dtype=np.float32)
     top, left = (side - height) // 2, (side - width) // 2
     square[top : top + height, left : left + width] = light
-    resized = Image.fromarray(square).resize((CANVAS, CANVAS), Image.Resampling.LANCZOS)
+    resized = Image.fromarray(square).resize((spec.canvas, spec.canvas), Image.Resampling.LANCZOS)
     scaled: np.ndarray = np.clip(np.asarray(resized, dtype=np.float32) / 255.0, 0.0, 1.0)
     return scaled
 
 
-def as_is(gray: np.ndarray) -> np.ndarray:
-    """No preprocessing: the image must already be 28x28. Returns float32 (28, 28) in [0, 1]."""
-    if gray.shape != (CANVAS, CANVAS):
+def as_is(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
+    """No preprocessing: the image must already have the model's input size.
+
+    Returns:
+        float32 (canvas, canvas) in [0, 1].
+    """
+    if gray.shape != (spec.canvas, spec.canvas):
         raise InvalidInputError(
-            f"preprocess=none needs a 28x28 image, got {gray.shape[1]}x{gray.shape[0]}; "
-            "use preprocess=mnist or resize"
+            f"preprocess=none needs a {spec.canvas}x{spec.canvas} image, got "
+            f"{gray.shape[1]}x{gray.shape[0]}; use preprocess=mnist or resize"
         )
     return gray.astype(np.float32) / np.float32(255.0)
 
 
 def prepare(gray: np.ndarray, method: PreprocessMethod, spec: PreprocessingSpec) -> np.ndarray:
-    """Apply one method to a (H, W) 0-255 image (uint8 or float). Returns float32 (28, 28)."""
+    """Apply one method to a (H, W) 0-255 image (uint8 or float).
+
+    Returns:
+        float32 (canvas, canvas) in [0, 1].
+    """
     if method == "mnist":
         return mnist_style(gray, spec)
     if method == "resize":
         return plain_resize(gray, spec)
-    return as_is(gray)
+    return as_is(gray, spec)
 
 
 def images_to_batch(
     blobs: list[bytes], method: PreprocessMethod, spec: PreprocessingSpec, limits: ImageLimits
 ) -> np.ndarray:
-    """Encoded images -> float32 (N, 28, 28, 1) model input."""
+    """Encoded images -> float32 (N, canvas, canvas, 1) model input."""
     prepared = []
     for index, blob in enumerate(blobs):
         try:
@@ -547,21 +556,23 @@ def images_to_batch(
 def arrays_to_batch(
     values: np.ndarray, method: PreprocessMethod, spec: PreprocessingSpec
 ) -> np.ndarray:
-    """Numeric instances -> float32 (N, 28, 28, 1) model input.
+    """Numeric instances -> float32 (N, canvas, canvas, 1) model input.
 
     Args:
-        values: (N, 28, 28), (N, 28, 28, 1) or (N, 784) numbers in [0, 1], light ink on dark.
-        method: ``none`` passes them through; ``mnist``/``resize`` treat each as a 28x28 image.
+        values: (N, S, S), (N, S, S, 1) or (N, S * S) numbers in [0, 1], light ink on dark,
+            where S is the model's input side (``spec.canvas``).
+        method: ``none`` passes them through; ``mnist``/``resize`` treat each as an image.
     """
+    side = spec.canvas
     count = values.shape[0] if values.ndim else 0
-    if values.ndim == 2 and values.shape[1:] == (CANVAS * CANVAS,):
-        values = values.reshape(count, CANVAS, CANVAS)
+    if values.ndim == 2 and values.shape[1:] == (side * side,):
+        values = values.reshape(count, side, side)
     if values.ndim == 4 and values.shape[3] == 1:
         values = values[..., 0]
-    if values.ndim != 3 or values.shape[1:] != (CANVAS, CANVAS):
+    if values.ndim != 3 or values.shape[1:] != (side, side):
         raise InvalidInputError(
-            f"each instance must be 28x28, 28x28x1 or 784 numbers; got batch shape "
-            f"{list(values.shape)}"
+            f"each instance must be {side}x{side}, {side}x{side}x1 or {side * side} numbers; "
+            f"got batch shape {list(values.shape)}"
         )
     if not np.isfinite(values).all():
         raise InvalidInputError("instances contain NaN, infinite or null values")

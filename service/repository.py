@@ -2,73 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from model_card import ModelCard, sha256_of
 from service.errors import ModelLoadError
-
-PreprocessMethod = Literal["mnist", "resize", "none"]
-
-
-class InputSpec(BaseModel):
-    name: str
-    shape: list[int | None]
-    dtype: str
-    value_range: list[float]
-
-
-class PreprocessingSpec(BaseModel):
-    default: PreprocessMethod
-    invert: Literal["auto", "never", "always"] = "auto"
-    digit_box: int = 20
-    canvas: int = 28
-
-
-class FeatureMapSpec(BaseModel):
-    layer: str
-    output: str
-    kind: str
-    shape: list[int]
-
-
-class FilesSpec(BaseModel):
-    onnx: str
-    sha256: str
-
-
-class ModelCard(BaseModel):
-    """The parts of ``model.json`` the service relies on; the rest is kept in ``raw``."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    name: str
-    version: str
-    input: InputSpec
-    preprocessing: PreprocessingSpec
-    labels: list[str]
-    outputs: dict[str, str]
-    feature_maps: list[FeatureMapSpec]
-    files: FilesSpec
-    raw: dict[str, Any] = {}
-
-    @property
-    def probabilities_output(self) -> str:
-        return self.outputs["probabilities"]
-
-    def feature_map(self, layer: str) -> FeatureMapSpec | None:
-        return next((spec for spec in self.feature_maps if spec.layer == layer), None)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_model_card(model_dir: Path) -> ModelCard:
@@ -80,7 +20,7 @@ def read_model_card(model_dir: Path) -> ModelCard:
     card_path = model_dir / "model.json"
     try:
         raw = json.loads(card_path.read_text())
-        card = ModelCard.model_validate({**raw, "raw": raw})
+        card = ModelCard.from_json(raw)
     except FileNotFoundError:
         raise ModelLoadError(f"{card_path} not found") from None
     except (json.JSONDecodeError, ValidationError, TypeError) as error:

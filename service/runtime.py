@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from model_card import FeatureMapSpec, ModelCard
 from service.errors import InvalidInputError, ModelLoadError
-from service.repository import FeatureMapSpec, ModelCard, read_model_card
-
-IMAGE_SHAPE = (28, 28, 1)
+from service.repository import read_model_card
 
 
 def session_options(intra_op_threads: int) -> ort.SessionOptions:
@@ -73,22 +71,25 @@ class ModelRuntime:
                 "does not match model.json"
             )
 
-    def warm_up(self) -> float:
-        """Run one batch so that the first request does not pay for allocations; returns seconds."""
-        started = time.perf_counter()
-        probabilities = self.predict(np.zeros((1, *IMAGE_SHAPE), dtype=np.float32))
+    def warm_up(self) -> None:
+        """Run one batch so that the first request does not pay for allocations.
+
+        Raises:
+            ModelLoadError: the model's output is not one finite row of class probabilities.
+        """
+        height, width = self.card.image_size
+        probabilities = self.predict(np.zeros((1, height, width, 1), dtype=np.float32))
         if (
             probabilities.shape != (1, len(self.card.labels))
             or not np.isfinite(probabilities).all()
         ):
             raise ModelLoadError(f"{self.name}: warm-up produced {probabilities!r}")
-        return time.perf_counter() - started
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch.
 
         Args:
-            images: float32 (N, 28, 28, 1) in [0, 1], light ink on dark.
+            images: float32 (N, H, W, 1) in [0, 1], light ink on dark (H, W from the card).
 
         Returns:
             float32 (N, classes), each row summing to 1.
@@ -102,7 +103,7 @@ class ModelRuntime:
         """Probabilities plus the activations of the named conv/pool layers (default: all).
 
         Args:
-            images: float32 (N, 28, 28, 1).
+            images: float32 (N, H, W, 1).
             layers: layer names from ``card.feature_maps``.
         """
         specs = self.card.feature_maps if layers is None else [self._layer(name) for name in layers]

@@ -1,38 +1,57 @@
-"""Several uvicorn worker processes, each with its own ``SO_REUSEPORT`` listening socket.
+"""Serving processes: a supervisor, and uvicorn workers that each own a ``SO_REUSEPORT`` socket.
 
 uvicorn's own multi-worker mode shares one listening socket: each event loop accepts every
 pending connection when it wakes, so a burst of connections (a load balancer's pool, a
 benchmark's clients) often lands on one worker and leaves the other CPU idle. With one socket per
 worker and ``SO_REUSEPORT``, the kernel spreads new connections across the workers by hash.
+
+The supervisor makes those sockets itself, after checking that nothing else serves the port, and
+keeps them: a worker that dies is replaced on the same socket, so connections that arrive
+meanwhile wait in its queue instead of being refused. Workers report when their models are
+loaded; one that exits with an error before that is a start-up failure (the service stops),
+one that dies later, or is killed, is replaced. Workers die with the supervisor.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import errno
 import logging
 import multiprocessing
+import os
 import signal
 import socket
+import sys
 import time
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
 from types import FrameType
 
 import uvicorn
 
+from service.app import create_app
 from service.config import Settings
 
 logger = logging.getLogger("service.workers")
-APP = "service.app:create_app_from_environment"
-RESTART_PAUSE_S = 1.0
-# A worker that dies this soon after starting will die again: stop instead of looping.
-CRASH_LOOP_S = 15.0
+RESTART_PAUSE_S = 0.5
+SUPERVISE_INTERVAL_S = 0.2
+PARENT_CHECK_INTERVAL_S = 1.0
+# Workers killed by a signal before they are ready are restarted, up to this many times in a row.
+MAX_EARLY_DEATHS = 5
 STARTUP_FAILURE = 3  # uvicorn's own exit status when the app fails to start.
+_PR_SET_PDEATHSIG = 1
+
+
+class PortInUseError(OSError):
+    """Something already listens on the service's address."""
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
-    """The uvicorn settings shared by the single- and multi-process modes."""
+    """The uvicorn settings shared by the single- and multi-process modes (one app each)."""
     return uvicorn.Config(
-        APP,
-        factory=True,
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -42,14 +61,36 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     )
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind without ``SO_REUSEPORT`` once: that fails if any process serves the address.
+
+    Raises:
+        PortInUseError: the address is taken, by another cnn-serve or any other program.
+    """
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    errno.EADDRINUSE, f"{host}:{port} is already in use by another process"
+                ) from None
+            raise
+
+
 def reuse_port_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket that other processes may bind to the same address too."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    """A listening TCP socket that the other workers' sockets share the address with."""
+    listener = socket.socket(_family(host), socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     listener.bind((host, port))
     listener.listen(2048)
+    listener.set_inheritable(True)
     return listener
 
 
@@ -60,43 +101,129 @@ def configure_logging(settings: Settings) -> None:
     )
 
 
-def _worker_main(settings: Settings) -> None:
+def service_url(settings: Settings) -> str:
+    """The URL to print: a wildcard bind address is reachable on localhost."""
+    host = {"0.0.0.0": "localhost", "::": "localhost"}.get(settings.host, settings.host)
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.port}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus: say when the app has started, and stop if the supervisor disappears.
+
+    Args:
+        ready: set once the models are loaded (workers tell the supervisor this way).
+        supervisor_pid: the process to outlive never (None when there is no supervisor).
+        announce: a line to log once serving (the single-process mode's "serving <url>").
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        ready: Event | None = None,
+        supervisor_pid: int | None = None,
+        announce: str | None = None,
+    ) -> None:
+        super().__init__(config)
+        self._ready = ready
+        self._supervisor_pid = supervisor_pid
+        self._announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.started:
+            return
+        if self._ready is not None:
+            self._ready.set()
+        if self._announce:
+            logger.info("%s", self._announce)
+        if self._supervisor_pid is not None:
+            asyncio.get_running_loop().create_task(self._watch_supervisor(self._supervisor_pid))
+
+    async def _watch_supervisor(self, supervisor_pid: int) -> None:
+        # PR_SET_PDEATHSIG covers a supervisor killed outright; this covers the moment between
+        # spawn and prctl, and systems without prctl.
+        while not self.should_exit:
+            if os.getppid() != supervisor_pid:
+                logger.error("the supervisor is gone; worker %d stops", os.getpid())
+                self.should_exit = True
+            await asyncio.sleep(PARENT_CHECK_INTERVAL_S)
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the supervisor dies, even by SIGKILL (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_main(
+    settings: Settings, listener: socket.socket, ready: Event, supervisor_pid: int
+) -> None:
+    _die_with_parent()
+    if os.getppid() != supervisor_pid:  # The supervisor died before prctl took effect.
+        sys.exit(1)
     configure_logging(settings)
-    config = uvicorn_config(settings)
-    uvicorn.Server(config).run(sockets=[reuse_port_socket(settings.host, settings.port)])
+    _Server(uvicorn_config(settings), ready, supervisor_pid).run(sockets=[listener])
+
+
+@dataclass
+class _Slot:
+    """One worker position: its socket lives as long as the supervisor, workers come and go."""
+
+    listener: socket.socket
+    process: BaseProcess | None = None
+    ready: Event | None = None
+    early_deaths: int = 0
+    was_ready: bool = field(default=False)
 
 
 class WorkerSupervisor:
-    """Starts the workers, restarts one that dies, and stops them all on SIGTERM/SIGINT."""
+    """Starts the workers, replaces those that die, and stops them all on SIGTERM/SIGINT."""
 
     def __init__(self, settings: Settings, workers: int) -> None:
         self.settings = settings
-        self.workers = workers
         self.context = multiprocessing.get_context("spawn")
-        self.processes: list[BaseProcess] = []
-        self.started_at: dict[int | None, float] = {}
+        self.slots = [
+            _Slot(reuse_port_socket(settings.host, settings.port)) for _ in range(workers)
+        ]
         self.stopping = False
         self.failed = False
+        self.reported_ready = False
 
-    def _start_one(self) -> BaseProcess:
-        process = self.context.Process(target=_worker_main, args=(self.settings,), daemon=False)
-        process.start()
-        self.started_at[process.pid] = time.monotonic()
-        return process
+    def _start(self, slot: _Slot) -> None:
+        slot.ready = self.context.Event()
+        slot.was_ready = False
+        slot.process = self.context.Process(
+            target=_worker_main,
+            args=(self.settings, slot.listener, slot.ready, os.getpid()),
+            daemon=False,
+        )
+        slot.process.start()
 
-    def _replace_dead_workers(self) -> None:
-        for index, process in enumerate(self.processes):
-            if process.is_alive() or self.stopping:
-                continue
-            if time.monotonic() - self.started_at[process.pid] < CRASH_LOOP_S:
-                logger.error(
-                    "worker %s failed at start-up (%s); stopping", process.pid, process.exitcode
-                )
+    def _check(self, slot: _Slot) -> None:
+        """Note readiness; replace a dead worker, or stop on a start-up failure."""
+        assert slot.process is not None and slot.ready is not None
+        if slot.ready.is_set() and not slot.was_ready:
+            slot.was_ready, slot.early_deaths = True, 0
+        if slot.process.is_alive() or self.stopping:
+            return
+        code, pid = slot.process.exitcode, slot.process.pid
+        _forget_metrics_of(pid)
+        if not slot.was_ready:
+            killed = code is not None and code < 0
+            slot.early_deaths += 1
+            if not killed or slot.early_deaths >= MAX_EARLY_DEATHS:
+                logger.error("worker %s failed at start-up (exit %s); stopping", pid, code)
                 self.stopping = self.failed = True
                 return
-            logger.error("worker %s exited (%s); restarting", process.pid, process.exitcode)
-            time.sleep(RESTART_PAUSE_S)
-            self.processes[index] = self._start_one()
+            logger.warning("worker %s was killed while starting (%s); restarting", pid, code)
+        else:
+            logger.error("worker %s died (exit %s); starting a replacement", pid, code)
+        time.sleep(RESTART_PAUSE_S)
+        self._start(slot)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -105,36 +232,61 @@ class WorkerSupervisor:
         """Supervise until a stop signal; returns the exit code."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        self.processes = [self._start_one() for _ in range(self.workers)]
-        logger.info("started %d workers with SO_REUSEPORT sockets", self.workers)
+        for slot in self.slots:
+            self._start(slot)
         while not self.stopping:
-            self._replace_dead_workers()
-            time.sleep(0.2)
+            for slot in self.slots:
+                self._check(slot)
+            if not self.reported_ready and all(slot.was_ready for slot in self.slots):
+                self.reported_ready = True
+                logger.info(
+                    "serving %s with %d workers", service_url(self.settings), len(self.slots)
+                )
+            time.sleep(SUPERVISE_INTERVAL_S)
         clean = self._shutdown()
         return 0 if clean and not self.failed else 1
 
     def _shutdown(self) -> bool:
         """Stop every worker: SIGTERM, then SIGKILL past the grace period. True if all clean."""
-        logger.info("stopping %d workers", len(self.processes))
-        for process in self.processes:
+        processes = [slot.process for slot in self.slots if slot.process is not None]
+        logger.info("stopping %d workers", len(processes))
+        for process in processes:
             if process.is_alive():
                 process.terminate()  # SIGTERM: each uvicorn finishes its requests first.
         deadline = time.monotonic() + self.settings.graceful_shutdown_s + 5
-        for process in self.processes:
+        for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
                 process.join()
+        for slot in self.slots:
+            slot.listener.close()
         # uvicorn re-raises the SIGTERM it handled, so a clean worker ends by that signal.
-        clean = all(process.exitcode in (0, -signal.SIGTERM) for process in self.processes)
+        clean = all(process.exitcode in (0, -signal.SIGTERM) for process in processes)
         logger.info("all workers stopped%s", "" if clean else " (some uncleanly)")
         return clean
 
 
+def _forget_metrics_of(pid: int | None) -> None:
+    """Drop a dead worker's live gauges from the shared metrics directory."""
+    if pid is None or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
 def serve(settings: Settings, workers: int) -> int:
-    """Serve with one process (plain uvicorn) or several (``WorkerSupervisor``); exit code."""
+    """Serve with one process (plain uvicorn) or several (``WorkerSupervisor``); exit code.
+
+    Raises:
+        PortInUseError: the address is already served.
+    """
+    check_port_free(settings.host, settings.port)
     if workers > 1:
         return WorkerSupervisor(settings, workers).run()
-    server = uvicorn.Server(uvicorn_config(settings))
-    server.run()
+    listener = reuse_port_socket(settings.host, settings.port)
+    announce = f"serving {service_url(settings)} with 1 worker"
+    server = _Server(uvicorn_config(settings), announce=announce)
+    server.run(sockets=[listener])
     return 0 if server.started else STARTUP_FAILURE

@@ -1,13 +1,16 @@
 """Command line: ``python -m training {train,evaluate,export,all,quantize} ...``.
 
-Reproduce the shipped default model end to end with::
+Train, evaluate and export a model of your own (the shipped models stay untouched)::
 
-    python -m training all --name mnist-deep-cnn --data ../shared/data/mnist --augment
+    python -m training all --name my-deep-cnn --data ../shared/data/mnist --augment drawings
+
+``scripts/train_shipped_models.sh`` reproduces the shipped models (it passes ``--force``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -31,7 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     for command in ("train", "evaluate", "export", "all", "quantize", "drawings"):
         sub = commands.add_parser(command)
         sub.add_argument(
-            "--name", default="mnist-deep-cnn", help="model name: runs/<name>, models/<name>"
+            "--name",
+            default="my-model",
+            help="model name: runs/<name>, models/<name> (the shipped models are only "
+            "replaced with --force)",
         )
         sub.add_argument("--dataset", choices=DATASETS, default="mnist")
         sub.add_argument(
@@ -80,61 +86,98 @@ def _parser() -> argparse.ArgumentParser:
                 default=DEFAULT_CORPUS,
                 help="drawings corpus to measure MNIST models on (recorded in model.json)",
             )
+        if command in ("export", "all", "quantize"):
+            sub.add_argument(
+                "--force", action="store_true", help="replace an existing models/<name>"
+            )
         if command in ("export", "all"):
             sub.add_argument("--version", default="1")
             sub.add_argument("--verify-images", type=int, default=MIN_VERIFY_IMAGES)
     return parser
 
 
+class ModelExistsError(ValueError):
+    """The target model directory already holds a model and --force was not given."""
+
+
+def _check_target(model_dir: Path, force: bool) -> None:
+    """Refuse to replace a model (the shipped ones included) unless asked to, before any work."""
+    if (model_dir / "model.json").exists() and not force:
+        raise ModelExistsError(
+            f"{model_dir} already holds a model; choose another --name, or pass --force to "
+            "replace it"
+        )
+
+
+def _warn_about_stale_variants(model_dir: Path) -> None:
+    """Variants made from a replaced model (its int8 version) no longer match it: say so."""
+    for card_path in sorted(model_dir.parent.glob("*/model.json")):
+        card = json.loads(card_path.read_text())
+        if card.get("quantization", {}).get("source_model") == model_dir.name:
+            print(
+                f"warning: {card_path.parent} was made from the model just replaced and is now "
+                f"stale; re-run: python -m training quantize --name {model_dir.name} --force",
+                file=sys.stderr,
+            )
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        architecture=args.architecture,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        augment=args.augment,
+        early_stopping_patience=args.early_stopping_patience,
+        reduce_lr_patience=args.reduce_lr_patience,
+        lr_schedule=args.lr_schedule,
+        limit_train_samples=args.limit_train_samples,
+    )
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    target = args.models_dir / f"{args.name}{args.suffix}"
+    _check_target(target, args.force)
+    splits = load_splits(TrainConfig(dataset=args.dataset), args.data, args.validation_size)
+    quantize_model(args.models_dir / args.name, target, splits)
+    if args.dataset == "mnist" and args.corpus.is_dir():
+        record_drawings_accuracy(target, args.corpus)
+
+
+def _train_evaluate_export(args: argparse.Namespace) -> None:
+    run_dir = args.runs_dir / args.name
+    model_dir = args.models_dir / args.name
+    if args.command in ("export", "all"):
+        _check_target(model_dir, args.force)
+    if args.command in ("train", "all"):
+        config = _train_config(args)
+        splits = load_splits(config, args.data, args.validation_size)
+        model = run_train(config, splits, run_dir)
+    else:
+        splits = load_splits(TrainConfig(dataset=args.dataset), args.data, args.validation_size)
+        model = load_trained(run_dir)
+    if args.command in ("evaluate", "all"):
+        run_evaluate(model, splits, run_dir)
+    if args.command in ("export", "all"):
+        run_export(model, splits, run_dir, model_dir, args.version, args.verify_images)
+        if args.dataset == "mnist" and args.corpus.is_dir():
+            record_drawings_accuracy(model_dir, args.corpus)
+        _warn_about_stale_variants(model_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
     args = _parser().parse_args(argv)
-    run_dir = args.runs_dir / args.name
     try:
         if args.command == "drawings":
             record_drawings_accuracy(args.models_dir / args.name, args.corpus)
-            return 0
-        if args.command == "quantize":
-            splits = load_splits(TrainConfig(dataset=args.dataset), args.data, args.validation_size)
-            source = args.models_dir / args.name
-            target = args.models_dir / f"{args.name}{args.suffix}"
-            quantize_model(source, target, splits)
-            if args.dataset == "mnist" and args.corpus.is_dir():
-                record_drawings_accuracy(target, args.corpus)
-            return 0
-        if args.command in ("train", "all"):
-            config = TrainConfig(
-                architecture=args.architecture,
-                dataset=args.dataset,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                optimizer=args.optimizer,
-                learning_rate=args.learning_rate,
-                seed=args.seed,
-                augment=args.augment,
-                early_stopping_patience=args.early_stopping_patience,
-                reduce_lr_patience=args.reduce_lr_patience,
-                lr_schedule=args.lr_schedule,
-                limit_train_samples=args.limit_train_samples,
-            )
-            splits = load_splits(config, args.data, args.validation_size)
-            model = run_train(config, splits, run_dir)
+        elif args.command == "quantize":
+            _quantize(args)
         else:
-            splits = load_splits(TrainConfig(dataset=args.dataset), args.data, args.validation_size)
-            model = load_trained(run_dir)
-        if args.command in ("evaluate", "all"):
-            run_evaluate(model, splits, run_dir)
-        if args.command in ("export", "all"):
-            run_export(
-                model,
-                splits,
-                run_dir,
-                args.models_dir / args.name,
-                args.version,
-                args.verify_images,
-            )
-            if args.command == "all" and args.dataset == "mnist" and args.corpus.is_dir():
-                record_drawings_accuracy(args.models_dir / args.name, args.corpus)
+            _train_evaluate_export(args)
     except (
         DatasetError,
         ExportCheckError,

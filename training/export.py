@@ -15,8 +15,8 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
-from service.repository import sha256_of
-from training.architectures import feature_map_layers
+from model_card import ModelCard, sha256_of
+from training.architectures import INPUT_SHAPE, feature_map_layers
 from training.train import TrainConfig
 
 OPSET = 17
@@ -30,9 +30,9 @@ MIN_VERIFY_IMAGES = 1_000
 PREPROCESSING = {
     # How MNIST was made: invert to light-on-dark, fit the ink into 20x20 keeping the aspect ratio,
     # then place it in 28x28 so that its centre of mass is in the middle.
-    "mnist": {"default": "mnist", "invert": "auto", "digit_box": 20, "canvas": 28},
+    "mnist": {"default": "mnist", "invert": "auto", "digit_box": 20},
     # Fashion-MNIST products fill the frame: invert a light background and resize to 28x28.
-    "fashion_mnist": {"default": "resize", "invert": "auto", "digit_box": 28, "canvas": 28},
+    "fashion_mnist": {"default": "resize", "invert": "auto", "digit_box": 28},
 }
 
 
@@ -55,7 +55,7 @@ def export_onnx(model: keras.Model, onnx_path: Path) -> list[str]:
     layer_names = feature_map_layers(model)
     multi_output = feature_model(model, layer_names)
     output_names = [PROBABILITIES_OUTPUT, *layer_names]
-    signature = [tf.TensorSpec([None, 28, 28, 1], tf.float32, name=INPUT_NAME)]
+    signature = [tf.TensorSpec([None, *INPUT_SHAPE], tf.float32, name=INPUT_NAME)]
 
     @tf.function(input_signature=signature)
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -134,7 +134,7 @@ def build_model_card(
         },
         "input": {
             "name": INPUT_NAME,
-            "shape": [None, 28, 28, 1],
+            "shape": [None, *INPUT_SHAPE],
             "dtype": "float32",
             "layout": "NHWC",
             "value_range": [0.0, 1.0],
@@ -160,5 +160,10 @@ def build_model_card(
 
 
 def write_model_card(card: dict[str, Any], path: Path) -> None:
-    """Write ``model.json`` with stable formatting."""
+    """Check ``card`` against the schema the service reads, then write it (stable formatting).
+
+    Raises:
+        pydantic.ValidationError: the card lacks or mistypes something the service needs.
+    """
+    ModelCard.from_json(card)
     path.write_text(json.dumps(card, indent=2) + "\n")

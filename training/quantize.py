@@ -23,7 +23,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from service.repository import sha256_of
+from model_card import sha256_of
 from training.data import Splits
 from training.export import INPUT_NAME, PROBABILITIES_OUTPUT, write_model_card
 

@@ -8,16 +8,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import inference
-from service.api.deps import serving_state
+from service.api.deps import Serving
 from service.api.responses import FastJSONResponse
-from service.api.schemas import (
-    ERROR_RESPONSES,
-    FeatureMapsRequest,
-    FeatureMapsResponse,
-    request_body_docs,
-)
-from service.errors import InvalidInputError
+from service.api.schemas import ERROR_RESPONSES, FeatureMapsResponse, operation_docs
+from service.options import FeatureMapOptions
 from service.payloads import read_payload
+from service.runtime import ModelRuntime
+from service.state import ServingState
 from service.visualize import feature_maps_png
 
 router = APIRouter(tags=["feature maps"])
@@ -31,48 +28,37 @@ _DOCS = {
             "of each layer's channels.",
         },
     },
-    "openapi_extra": request_body_docs(FeatureMapsRequest, single=True),
+    "openapi_extra": operation_docs(FeatureMapOptions, single=True),
     "response_class": FastJSONResponse,
 }
 
 
-def _wants_png(request: Request, requested_format: object) -> bool:
-    if requested_format not in (None, "json", "png"):
-        raise InvalidInputError("format must be 'json' or 'png'")
-    if requested_format is not None:
-        return requested_format == "png"
+def _wants_png(request: Request, options: FeatureMapOptions) -> bool:
+    if options.format is not None:
+        return options.format == "png"
     accept = request.headers.get("accept", "")
     return "image/png" in accept and "application/json" not in accept
 
 
-async def _feature_maps(
-    state: inference.ServingState, model_name: str | None, request: Request
-) -> Response:
-    payload = await read_payload(request, max_items=1)
-    wants_png = _wants_png(request, payload.options.get("format"))
-    result = await inference.feature_maps(state, model_name, payload)
-    if wants_png:
+async def _feature_maps(state: ServingState, model: ModelRuntime, request: Request) -> Response:
+    payload = await read_payload(request, FeatureMapOptions, state.payload_limits(model, 1))
+    assert isinstance(payload.options, FeatureMapOptions)
+    result = await inference.feature_maps(state, model, payload)
+    if _wants_png(request, payload.options):
         layers = {name: values[0] for name, values in result.maps.layers.items()}
         png = await asyncio.to_thread(feature_maps_png, layers)
-        return Response(
-            png,
-            media_type="image/png",
-            headers={
-                "X-Predicted-Label": result.model.card.labels[
-                    int(result.maps.probabilities[0].argmax())
-                ]
-            },
-        )
+        label = model.card.labels[int(result.maps.probabilities[0].argmax())]
+        return Response(png, media_type="image/png", headers={"X-Predicted-Label": label})
     return FastJSONResponse(inference.feature_maps_document(result))
 
 
 @router.post("/feature-maps", **_DOCS)  # type: ignore[arg-type]
-async def feature_maps_default(request: Request) -> Response:
+async def feature_maps_default(request: Request, state: Serving) -> Response:
     """Activations of each conv/pool layer for one image, default model."""
-    return await _feature_maps(serving_state(request), None, request)
+    return await _feature_maps(state, state.model(None), request)
 
 
 @router.post("/models/{name}/feature-maps", **_DOCS)  # type: ignore[arg-type]
-async def feature_maps_named(name: str, request: Request) -> Response:
+async def feature_maps_named(name: str, request: Request, state: Serving) -> Response:
     """Activations of each conv/pool layer for one image, named model."""
-    return await _feature_maps(serving_state(request), name, request)
+    return await _feature_maps(state, state.model(name), request)

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from service.api.deps import Serving
 from service.api.responses import FastJSONResponse
 from service.api.schemas import HealthResponse
+from service.metrics import ServiceMetrics
 
 router = APIRouter(tags=["operations"])
 
@@ -31,8 +32,9 @@ async def ready(request: Request) -> Response:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(state: Serving) -> Response:
+async def metrics(request: Request, state: Serving) -> Response:
     """Prometheus metrics in the text exposition format."""
+    service_metrics: ServiceMetrics = request.app.state.metrics
     for name, batcher in state.batchers.items():
-        state.metrics.queued_items.labels(name).set(batcher.queued_items)
-    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        service_metrics.queued_items.labels(name).set(batcher.queued_items)
+    return Response(service_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -6,29 +6,29 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from service.options import FeatureMapOptions, PredictOptions
+from service.payloads import MAX_TENSOR_DIMENSIONS, RAW_DTYPES
+
 EXAMPLE_ZERO_IMAGE = [[0.0] * 28 for _ in range(28)]
 
 
-class PredictRequest(BaseModel):
-    """JSON body of /predict: exactly one of ``instances`` and ``images``."""
-
+class _Data(BaseModel):
     instances: list[Any] | None = Field(
-        None, description="Arrays of 28x28, 28x28x1 or 784 numbers in [0, 1], light ink on dark."
+        None,
+        description="Arrays of SxS, SxSx1 or S*S numbers in [0, 1], light ink on dark "
+        "(S = 28 for the MNIST models: see /models).",
     )
     images: list[str] | None = Field(
         None, description="Base64-encoded PNG/JPEG/GIF/BMP/WEBP/TIFF files (data URLs accepted)."
     )
-    top_k: int | None = Field(None, ge=1, description="Return only the k most likely classes.")
-    preprocess: Literal["mnist", "resize", "none"] | None = Field(
-        None, description="Default: the model's own for images, 'none' for arrays."
-    )
 
 
-class FeatureMapsRequest(PredictRequest):
-    """JSON body of /feature-maps: one instance or image."""
+class PredictRequest(PredictOptions, _Data):
+    """JSON body of /predict: exactly one of ``instances`` and ``images``, plus options."""
 
-    layers: list[str] | None = Field(None, description="Layers to return (default: all).")
-    format: Literal["json", "png"] | None = Field(None, description="'png' returns a picture.")
+
+class FeatureMapsRequest(FeatureMapOptions, _Data):
+    """JSON body of /feature-maps: one instance or image, plus options."""
 
 
 class ClassProbability(BaseModel):
@@ -83,7 +83,7 @@ class HealthResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
-        400: "Malformed JSON, multipart or base64.",
+        400: "Malformed JSON, multipart, base64 or header.",
         404: "Unknown model.",
         413: "Body, image or batch over its limit.",
         415: "Unsupported Content-Type or image format.",
@@ -92,6 +92,52 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         504: "No result in time.",
     }.items()
 }
+
+
+def query_parameter_docs(options: type[PredictOptions]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters for every field of an options model (the model validates them)."""
+    schema = options.model_json_schema()
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": field.get("description", ""),
+            "schema": {key: value for key, value in field.items() if key != "description"},
+        }
+        for name, field in schema["properties"].items()
+    ]
+
+
+RAW_TENSOR_HEADER_DOCS: list[dict[str, Any]] = [
+    {
+        "name": "X-Dtype",
+        "in": "header",
+        "required": False,
+        "description": "application/octet-stream only: uint8 (0-255, default) or float32 (0-1).",
+        "schema": {"type": "string", "enum": list(RAW_DTYPES)},
+    },
+    {
+        "name": "X-Shape",
+        "in": "header",
+        "required": False,
+        "description": "application/octet-stream only: the tensor's shape, e.g. '32,28,28' "
+        "(default: a whole number of images).",
+        "schema": {
+            "type": "string",
+            "pattern": f"^[0-9]+([,x][0-9]+){{0,{MAX_TENSOR_DIMENSIONS - 1}}}$",
+        },
+    },
+]
+
+
+def operation_docs(options: type[PredictOptions], single: bool) -> dict[str, Any]:
+    """``openapi_extra`` of a route that reads its own body: parameters and every body form."""
+    body_model = FeatureMapsRequest if issubclass(options, FeatureMapOptions) else PredictRequest
+    return {
+        "parameters": [*query_parameter_docs(options), *RAW_TENSOR_HEADER_DOCS],
+        **request_body_docs(body_model, single),
+    }
 
 
 def request_body_docs(model: type[BaseModel], single: bool) -> dict[str, Any]:
@@ -131,9 +177,8 @@ def request_body_docs(model: type[BaseModel], single: bool) -> dict[str, Any]:
                     "schema": {
                         "type": "string",
                         "format": "binary",
-                        "description": "Raw little-endian pixels. Headers: X-Dtype "
-                        "(uint8 0-255 | float32 0-1, default uint8), X-Shape (e.g. "
-                        "'32,28,28'; default: length / 784).",
+                        "description": "Raw little-endian pixels; see the X-Dtype and "
+                        "X-Shape headers.",
                     }
                 },
                 "application/x-npy": {

@@ -40,7 +40,7 @@ def images_tagged(start: int, count: int) -> np.ndarray:
 
 async def run_with(model: RecordingModel, coroutine_factory, **options: object):  # type: ignore[no-untyped-def]
     settings = {
-        "max_batch_size": 64,
+        "max_batch_items": 64,
         "max_delay_s": 0.005,
         "max_queue_items": 1000,
         "concurrency": 1,
@@ -116,5 +116,5 @@ def test_oversized_request_runs_alone() -> None:
     async def scenario(batcher: DynamicBatcher) -> np.ndarray:
         return await batcher.submit(images_tagged(0, 100))
 
-    result = asyncio.run(run_with(model, scenario, max_batch_size=16))
+    result = asyncio.run(run_with(model, scenario, max_batch_items=16))
     assert result.shape == (100, 1) and model.batch_sizes == [100]

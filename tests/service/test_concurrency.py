@@ -19,7 +19,7 @@ def test_concurrent_requests_are_batched_and_answered_in_order(
     mnist_digits: tuple[np.ndarray, np.ndarray],
 ) -> None:
     images, labels = mnist_digits
-    settings = make_settings(batch_max_delay_ms=20.0, batch_max_size=64)
+    settings = make_settings(batch_max_delay_ms=20.0, batch_max_items=64)
     with TestClient(create_app(settings)) as client:
 
         def classify(index: int) -> list[int]:
@@ -55,7 +55,7 @@ def test_full_queue_answers_503_with_retry_after(monkeypatch: pytest.MonkeyPatch
         return real_predict(self, images)
 
     monkeypatch.setattr(ModelRuntime, "predict", slow_predict)
-    settings = make_settings(batch_max_queue=2, batch_max_size=1)
+    settings = make_settings(batch_max_queue=2, batch_max_items=1)
     digit = {"instances": [np.zeros((28, 28)).tolist()]}
     with TestClient(create_app(settings)) as client:
         with ThreadPoolExecutor(8) as pool:

@@ -16,7 +16,7 @@ def test_settings_read_the_prefixed_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CNN_SERVE_MAX_BATCH_SIZE", "32")
     monkeypatch.setenv("CNN_SERVE_DEFAULT_MODEL", "fashion-deep-cnn")
     settings = Settings()
-    assert (settings.port, settings.max_batch_size, settings.default_model) == (
+    assert (settings.port, settings.max_items_per_request, settings.default_model) == (
         9001,
         32,
         "fashion-deep-cnn",

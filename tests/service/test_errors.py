@@ -98,7 +98,7 @@ def test_empty_batch_is_422(client: TestClient) -> None:
 def test_batch_over_the_limit_is_413(client: TestClient) -> None:
     response = client.post("/predict", json={"instances": [DIGIT] * 257})
     error = assert_error(response, 413, "payload_too_large")
-    assert error["details"] == {"max_batch_size": 256}
+    assert error["details"] == {"max_items_per_request": 256}
 
 
 def test_body_over_the_limit_is_413_before_reading() -> None:

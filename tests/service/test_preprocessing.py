@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from model_card import PreprocessingSpec
 from service import preprocessing
 from service.errors import InvalidInputError
-from service.repository import PreprocessingSpec
 
 SPEC = PreprocessingSpec(default="mnist", invert="auto", digit_box=20, canvas=28)
 

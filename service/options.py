@@ -1,0 +1,106 @@
+"""Request options (``top_k``, ``preprocess``, ``layers``, ``format``): parsed once, at the edge.
+
+The same models validate options from every place a client can put them (a JSON body, the query
+string, multipart form fields) and document them in the OpenAPI schema, so what is enforced and
+what is documented cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from model_card import PreprocessMethod
+from service.errors import InvalidInputError
+
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+class PredictOptions(BaseModel):
+    """Options of /predict."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    top_k: Annotated[int | None, Field(ge=1, strict=True)] = Field(
+        None, description="Return only the k most likely classes (at most the number of labels)."
+    )
+    preprocess: PreprocessMethod | None = Field(
+        None,
+        description="mnist: crop, normalise strokes and centre like MNIST; resize: pad and "
+        "resize; none: a 28x28 image as is. Default: the model's own for images, none for arrays.",
+    )
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _integer_text(cls, value: Any) -> Any:
+        """A query string or form field carries text: accept plain ASCII digits only."""
+        if isinstance(value, str):
+            if not _DIGITS.fullmatch(value.strip()):
+                raise ValueError("must be a whole number")
+            return int(value)
+        return value
+
+
+class FeatureMapOptions(PredictOptions):
+    """Options of /feature-maps."""
+
+    layers: list[str] | None = Field(
+        None,
+        description="Layers to return (default: all); a list, or names separated by commas.",
+    )
+    format: Literal["json", "png"] | None = Field(
+        None, description="png returns one picture of every channel (Accept: image/png works too)."
+    )
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            names = [name.strip() for item in value for name in item.split(",")]
+            return [name for name in names if name] or None
+        return value
+
+
+OPTION_FIELDS = frozenset(FeatureMapOptions.model_fields)
+"""Every option name, of either route: what a JSON body may hold besides its data."""
+
+
+OptionsT = TypeVar("OptionsT", bound=PredictOptions)
+
+
+def parse_options(model: type[OptionsT], sources: list[tuple[str, Mapping[str, Any]]]) -> OptionsT:
+    """Validate options given in several places; later sources override earlier ones.
+
+    Args:
+        sources: (location, options) pairs such as ("query", {...}), ("body", {...}).
+
+    Raises:
+        InvalidInputError: an unknown option or a bad value, with its location (422).
+    """
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for location, values in sources:
+        for name, value in values.items():
+            merged[name], origin[name] = value, location
+    try:
+        return model.model_validate(merged)
+    except ValidationError as error:
+        details = [
+            {
+                "location": [origin.get(str(item["loc"][0]), "body"), *item["loc"]]
+                if item["loc"]
+                else ["body"],
+                "message": item["msg"],
+            }
+            for item in error.errors(include_url=False, include_input=False)
+        ]
+        first = details[0]
+        raise InvalidInputError(
+            f"invalid option {'.'.join(map(str, first['location'][1:]))}: {first['message']}",
+            details=details,
+        ) from None

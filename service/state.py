@@ -1,0 +1,53 @@
+"""``ServingState``: everything the routes need, built once in the app's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from service.batching import DynamicBatcher
+from service.config import Settings
+from service.errors import ModelNotFoundError
+from service.payloads import PayloadLimits
+from service.preprocessing import ImageLimits
+from service.runtime import ModelRuntime
+
+RequestObserver = Callable[[str, int], None]
+"""Called once per inference request with (model name, items in the request)."""
+
+
+@dataclass
+class ServingState:
+    """The loaded models, their batchers, the inference threads and the metrics hooks."""
+
+    settings: Settings
+    models: dict[str, ModelRuntime]
+    batchers: dict[str, DynamicBatcher]
+    executor: ThreadPoolExecutor
+    observe_request: RequestObserver
+
+    def model(self, name: str | None) -> ModelRuntime:
+        """The named model (the default model when ``None``).
+
+        Raises:
+            ModelNotFoundError: no model of that name (404).
+        """
+        name = name or self.settings.default_model
+        try:
+            return self.models[name]
+        except KeyError:
+            raise ModelNotFoundError(
+                f"no model named {name!r}", details={"models": sorted(self.models)}
+            ) from None
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(self.settings.max_image_pixels, self.settings.max_image_bytes)
+
+    def payload_limits(self, model: ModelRuntime, max_items: int | None = None) -> PayloadLimits:
+        """What one request to ``model`` may hold (``max_items`` overrides the setting)."""
+        return PayloadLimits(
+            max_items=max_items or self.settings.max_items_per_request,
+            image_size=model.card.image_size,
+        )

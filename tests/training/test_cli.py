@@ -1,0 +1,57 @@
+"""``python -m training``: it never replaces a model by surprise."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MODELS_DIR
+from training.__main__ import _parser, _warn_about_stale_variants, main
+
+
+@pytest.fixture()
+def models_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped MNIST model and its int8 variant."""
+    for name in ("mnist-deep-cnn", "mnist-deep-cnn-int8"):
+        shutil.copytree(MODELS_DIR / name, tmp_path / name)
+    return tmp_path
+
+
+def test_default_name_is_not_a_shipped_model() -> None:
+    for command in ("train", "evaluate", "export", "all"):
+        name = _parser().parse_args([command]).name
+        assert name == "my-model" and not (MODELS_DIR / name).exists()
+
+
+@pytest.mark.parametrize("command", ["all", "export"])
+def test_an_existing_model_is_refused_before_any_work(
+    models_dir: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    before = (models_dir / "mnist-deep-cnn" / "model.onnx").read_bytes()
+    code = main(
+        [command, "--name", "mnist-deep-cnn", "--models-dir", str(models_dir), "--data", "/nope"]
+    )
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "already holds a model" in error and "--force" in error
+    assert (models_dir / "mnist-deep-cnn" / "model.onnx").read_bytes() == before
+
+
+def test_quantize_refuses_to_replace_an_int8_variant(
+    models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["quantize", "--name", "mnist-deep-cnn", "--models-dir", str(models_dir)])
+    assert code == 1 and "mnist-deep-cnn-int8 already holds a model" in capsys.readouterr().err
+
+
+def test_variants_of_a_replaced_model_are_named_as_stale(
+    models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = json.loads((models_dir / "mnist-deep-cnn-int8" / "model.json").read_text())
+    assert card["quantization"]["source_model"] == "mnist-deep-cnn"
+    _warn_about_stale_variants(models_dir / "mnist-deep-cnn")
+    warning = capsys.readouterr().err
+    assert "mnist-deep-cnn-int8" in warning and "stale" in warning
