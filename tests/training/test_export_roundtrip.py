@@ -9,7 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.repository import read_model_card, sha256_of
+from model_card import sha256_of
+from service.repository import read_model_card
 from service.runtime import ModelRuntime
 from training.data import MNIST_LABELS, Splits, scale_images
 from training.export import ExportCheckError, verify_onnx

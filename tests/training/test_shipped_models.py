@@ -8,7 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.repository import read_model_card, sha256_of
+from model_card import sha256_of
+from service.repository import read_model_card
 from tests.conftest import MODELS_DIR
 
 SHIPPED = ["mnist-deep-cnn", "fashion-deep-cnn", "mnist-deep-cnn-int8"]
