@@ -43,18 +43,11 @@ COPY --from=build /opt/venv /opt/venv
 COPY model_card ./model_card
 COPY service ./service
 COPY models ./models
+# Only what differs from the defaults in service/config.py: the models' absolute path.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    CNN_SERVE_HOST=0.0.0.0 \
-    CNN_SERVE_PORT=8000 \
-    CNN_SERVE_MODELS_DIR=/app/models \
-    CNN_SERVE_DEFAULT_MODEL=mnist-deep-cnn \
-    CNN_SERVE_WORKERS=0 \
-    CNN_SERVE_MAX_BATCH_SIZE=256 \
-    CNN_SERVE_MAX_BODY_BYTES=16777216 \
-    CNN_SERVE_GRACEFUL_SHUTDOWN_S=10 \
-    CNN_SERVE_LOG_LEVEL=info
+    CNN_SERVE_MODELS_DIR=/app/models
 USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from tests.servers import free_port, running_service, wait_until_ready
+
+__all__ = ["free_port", "running_service", "wait_until_ready"]
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
@@ -40,24 +39,3 @@ def client() -> Iterator[TestClient]:
     """A client of the app on the committed models, lifespan (model loading) included."""
     with TestClient(create_app(make_settings()), raise_server_exceptions=False) as test_client:
         yield test_client
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    """Poll ``url``/health/ready until it answers 200; fail if the server exits first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, "the service exited during start-up"
-        time.sleep(0.2)
-    raise AssertionError(f"{url} was not ready within {timeout_s} s")

@@ -13,7 +13,7 @@ from service.config import Settings, available_cpus
 
 def test_settings_read_the_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CNN_SERVE_PORT", "9001")
-    monkeypatch.setenv("CNN_SERVE_MAX_BATCH_SIZE", "32")
+    monkeypatch.setenv("CNN_SERVE_MAX_ITEMS_PER_REQUEST", "32")
     monkeypatch.setenv("CNN_SERVE_DEFAULT_MODEL", "fashion-deep-cnn")
     settings = Settings()
     assert (settings.port, settings.max_items_per_request, settings.default_model) == (
@@ -23,8 +23,34 @@ def test_settings_read_the_prefixed_environment(monkeypatch: pytest.MonkeyPatch)
     )
 
 
+@pytest.mark.parametrize(
+    "old, new, field",
+    [
+        ("CNN_SERVE_MAX_BATCH_SIZE", "CNN_SERVE_MAX_ITEMS_PER_REQUEST", "max_items_per_request"),
+        ("CNN_SERVE_BATCH_MAX_SIZE", "CNN_SERVE_BATCH_MAX_ITEMS", "batch_max_items"),
+    ],
+)
+def test_old_setting_names_still_work_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    old: str,
+    new: str,
+    field: str,
+) -> None:
+    monkeypatch.setenv(old, "17")
+    with caplog.at_level("WARNING", logger="service.config"):
+        assert getattr(Settings(), field) == 17
+    assert f"{old} is deprecated: use {new}" in caplog.text
+    monkeypatch.setenv(new, "18")  # The new name wins when both are set.
+    assert getattr(Settings(), field) == 18
+
+
+def test_settings_take_python_names_too() -> None:
+    assert Settings(max_items_per_request=5, batch_max_items=6).batch_max_items == 6
+
+
 def test_invalid_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CNN_SERVE_MAX_BATCH_SIZE", "0")
+    monkeypatch.setenv("CNN_SERVE_MAX_ITEMS_PER_REQUEST", "0")
     with pytest.raises(ValidationError):
         Settings()
 

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,8 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.errors import ModelLoadError
-from tests.conftest import MODELS_DIR, ROOT, free_port, make_settings, wait_until_ready
+from tests.conftest import MODELS_DIR, ROOT, make_settings
+from tests.servers import running_service
 
 
 def test_models_lists_metadata(client: TestClient) -> None:
@@ -123,32 +125,44 @@ def test_command_line_exits_non_zero_with_a_clear_message(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
-def test_two_workers_share_metrics_and_stop_cleanly(tmp_path: Path) -> None:
+def test_two_workers_share_metrics_and_stop_cleanly() -> None:
     """With several worker processes, any scrape counts the requests every worker served."""
-    port = free_port()
-    environment = {
-        **os.environ,
-        "CNN_SERVE_PORT": str(port),
-        "CNN_SERVE_HOST": "127.0.0.1",
-        "CNN_SERVE_WORKERS": "2",
-        "CNN_SERVE_MODELS_DIR": str(MODELS_DIR),
-        "CNN_SERVE_LOG_LEVEL": "warning",
-    }
-    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=environment)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, process)
+    with running_service(workers=2) as service:
         digit = {"instances": [np.zeros((28, 28)).tolist()]}
         for _ in range(40):  # New connections each time: the kernel spreads them over workers.
-            assert httpx.post(f"{url}/predict", json=digit).status_code == 200
-        text = httpx.get(f"{url}/metrics").text
+            assert httpx.post(f"{service.url}/predict", json=digit).status_code == 200
+        text = httpx.get(f"{service.url}/metrics").text
         counted = re.search(
             r'cnn_serve_requests_total\{method="POST",route="/predict",status="200"\} (\S+)', text
         )
         assert counted is not None and float(counted.group(1)) == 40
-        process.terminate()  # SIGTERM: the supervisor stops both workers gracefully.
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
+        service.process.terminate()  # SIGTERM: the supervisor stops both workers gracefully.
+        assert service.process.wait(timeout=30) == 0
+
+
+def test_start_up_log_names_the_url_and_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    log = tmp_path / "first.log"
+    with running_service(output=log, log_level="info", workers=2) as service:
+        deadline = time.monotonic() + 10
+        while "serving http://127.0.0.1" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert f"serving http://127.0.0.1:{service.port} with 2 workers" in log.read_text()
+        second = subprocess.run(
+            [sys.executable, "-m", "service"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                **os.environ,
+                "CNN_SERVE_PORT": str(service.port),
+                "CNN_SERVE_HOST": "127.0.0.1",
+                "CNN_SERVE_MODELS_DIR": str(MODELS_DIR),
+            },
+        )
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines() == [
+            f"cnn-serve: cannot start: 127.0.0.1:{service.port} is already in use by another "
+            "process; stop it or set CNN_SERVE_PORT"
+        ]
+        assert httpx.get(f"{service.url}/health/ready").status_code == 200

@@ -6,9 +6,6 @@ Screenshots are saved under artifacts/screenshots/ for a person to look at.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +13,9 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import MODELS_DIR, ROOT, free_port, wait_until_ready
+from tests.conftest import MODELS_DIR, ROOT
 from tests.imaging import mnist_png, paper_photo
+from tests.servers import running_service
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -35,22 +33,8 @@ CHROMIUM_FLAGS = [
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
     """The real service (python -m service) on a free local port."""
-    port = free_port()
-    environment = {
-        **os.environ,
-        "CNN_SERVE_PORT": str(port),
-        "CNN_SERVE_HOST": "127.0.0.1",
-        "CNN_SERVE_MODELS_DIR": str(MODELS_DIR),
-        "CNN_SERVE_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=environment)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with running_service() as service:
+        yield service.url
 
 
 @pytest.fixture(scope="module")
