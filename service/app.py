@@ -9,23 +9,35 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+import fastapi_offline
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, HTMLResponse
 
 from service.api import feature_maps, health, models, predict
 from service.batching import DynamicBatcher
 from service.config import Settings, get_settings
 from service.errors import ModelLoadError, install_error_handlers
-from service.limits import BodySizeLimitMiddleware
+from service.limits import BodySizeLimitMiddleware, MemoryBudget
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.repository import discover_models
 from service.runtime import ModelRuntime
+from service.security import (
+    ApiKeyMiddleware,
+    ExposureMiddleware,
+    OriginGuardMiddleware,
+    load_api_keys,
+)
 from service.state import ServingState
+from service.transport import CutOffMiddleware, HeadAsGetMiddleware
 
 logger = logging.getLogger("service")
 WEB_DIR = Path(__file__).parent / "web"
+SWAGGER_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
 
 def load_models(settings: Settings) -> dict[str, ModelRuntime]:
@@ -86,7 +98,12 @@ def _lifespan(settings: Settings, metrics: ServiceMetrics):  # type: ignore[no-u
             batcher.start()
         metrics.models_loaded.set(len(loaded))
         app.state.serving = ServingState(
-            settings, loaded, batchers, executor, observe_request=metrics.observe_request
+            settings,
+            loaded,
+            batchers,
+            executor,
+            observe_request=metrics.observe_request,
+            decode_budget=MemoryBudget(settings.decode_memory_mb * 2**20),
         )
         # Everything allocated so far lives as long as the process: keep it out of the garbage
         # collector's generations so that collections under load stay short.
@@ -109,10 +126,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = ServiceMetrics()
     app = FastAPI(
+        docs_url=None,  # Served below from packaged assets: /docs works offline.
+        redoc_url=None,
         title="cnn-serve",
         summary="Classify digits with CNNs exported from Keras to ONNX, and look inside them.",
         version="0.1.0",
         lifespan=_lifespan(settings, metrics),
+        # /predict/ must not redirect: Starlette builds the redirect from the Host header.
+        redirect_slashes=False,
     )
     app.state.serving = None
     app.state.metrics = metrics
@@ -120,12 +141,61 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (predict.router, feature_maps.router, models.router, health.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    _add_offline_docs(app)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html")
 
-    # Added last = outermost: the size limit applies before anything reads the body.
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    keys = load_api_keys(settings)
+    if keys:
+        _document_bearer_auth(app)
+
+    # Added last = outermost: the size limit applies before anything reads the body, and a
+    # request cut off by shutdown still gets the JSON error shape.
+    app.add_middleware(HeadAsGetMiddleware)
+    if keys:
+        app.add_middleware(ApiKeyMiddleware, keys=keys, operator_port=settings.operator_port)
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-dtype", "x-shape"],
+        )
+    app.add_middleware(OriginGuardMiddleware, allowed_origins=settings.allowed_origins)
+    app.add_middleware(ExposureMiddleware, settings=settings)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(CutOffMiddleware)
     return app
+
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the assets packaged in fastapi-offline: no CDN needed."""
+    app.mount("/docs/static", StaticFiles(directory=SWAGGER_ASSETS), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="cnn-serve API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon.png",
+        )
+
+
+def _document_bearer_auth(app: FastAPI) -> None:
+    """With API keys on, the schema says so, and /docs offers an Authorize button."""
+    plain_openapi = app.openapi
+
+    def openapi_with_auth() -> dict[str, Any]:
+        schema = plain_openapi()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearerAuth": {"type": "http", "scheme": "bearer"}
+        }
+        schema["security"] = [{"bearerAuth": []}]
+        return schema
+
+    app.openapi = openapi_with_auth  # type: ignore[method-assign]

@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import InferenceError, InferenceTimeoutError, OverloadedError
+from service.errors import (
+    InferenceError,
+    InferenceTimeoutError,
+    OverloadedError,
+    PayloadTooLargeError,
+)
 
 logger = logging.getLogger("service.batching")
 
@@ -86,20 +91,28 @@ class DynamicBatcher:
                 pending.future.set_exception(OverloadedError("the server is shutting down"))
         self._queued_items = 0
 
-    async def submit(self, images: np.ndarray) -> np.ndarray:
+    async def submit(self, images: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
         """Queue a request and wait for its rows of the batched result.
 
         Args:
             images: float32 (n, H, W, 1).
+            timeout_s: longest wait for the result (default: the batcher's own timeout).
 
         Returns:
             float32 (n, classes), in the order of ``images``.
 
         Raises:
+            PayloadTooLargeError: the request alone is larger than the whole queue (413).
             OverloadedError: the queue is full (503 with Retry-After).
             InferenceTimeoutError: no result within the timeout (504).
             InferenceError: the batch this request was in failed.
         """
+        if images.shape[0] > self._max_queue_items:
+            raise PayloadTooLargeError(
+                f"a request of {images.shape[0]} items can never fit the inference queue of "
+                f"{self._max_queue_items}; send smaller batches",
+                details={"max_queue_items": self._max_queue_items},
+            )
         if self._queued_items + images.shape[0] > self._max_queue_items:
             raise OverloadedError(
                 f"the inference queue is full ({self._queued_items} items waiting)",
@@ -111,7 +124,9 @@ class DynamicBatcher:
         self._queued_items += images.shape[0]
         self._arrived.set()
         # A timer on the future itself: cheaper than wait_for + shield on every request.
-        timer = loop.call_later(self._timeout_s, self._expire, future)
+        timer = loop.call_later(
+            self._timeout_s if timeout_s is None else max(0.0, timeout_s), self._expire, future
+        )
         try:
             return await future
         finally:

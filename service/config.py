@@ -8,10 +8,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 logger = logging.getLogger("service.config")
+Exposure = Literal["public", "operator", "off"]
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 ENV_PREFIX = "CNN_SERVE_"
 # Settings renamed for clarity: new name -> old name, still read (with a warning) until removed.
@@ -72,10 +73,24 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1024, description="Largest request body, checked before reading."
     )
     max_image_pixels: int = Field(
-        25_000_000, ge=784, description="Largest decoded image (width x height), checked first."
+        16_000_000,
+        ge=784,
+        description="Largest decoded image (width x height), checked on its header first. JPEGs "
+        "count at the reduced size they decode at (a 48 MP photo decodes at 1/8 scale).",
+    )
+    decode_memory_mb: int = Field(
+        256,
+        ge=16,
+        description="Memory that image decodes in one worker process may hold together; an "
+        "image needing more alone is refused (413), others wait their turn.",
     )
     max_image_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest single image.")
-    request_timeout_s: float = Field(30.0, gt=0, description="Longest wait for an inference.")
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a request may take once its body has arrived: decoding, "
+        "preprocessing, queueing and inference (504 past it).",
+    )
     batch_max_items: int = Field(
         64,
         ge=1,
@@ -94,8 +109,39 @@ class Settings(BaseSettings):
     batch_max_queue: int = Field(
         4096, ge=1, description="Dynamic batching: queued items before 503 + Retry-After."
     )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request line plus headers (431 past it)."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a client has to send its request line and headers (408)."
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="Time a client has to send its whole body once its headers are in."
+    )
     graceful_shutdown_s: int = Field(10, ge=0, description="Time to finish requests on SIGTERM.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated API keys; when any is set (here or in API_KEYS_FILE), every "
+        "route but health, the web page and the docs needs 'Authorization: Bearer <key>'.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file of API keys, one per line (e.g. a mounted secret)."
+    )
+    cors_allow_origins: str = Field(
+        "",
+        description="Comma-separated origins whose web pages may call the API (CORS); empty: "
+        "none, and browser requests from other origins are refused (403).",
+    )
+    docs: Exposure = Field(
+        "public", description="/docs and /openapi.json: public, operator (port only) or off."
+    )
+    metrics: Exposure = Field(
+        "public", description="/metrics: public, operator (port only) or off."
+    )
+    operator_port: int = Field(
+        0, ge=0, le=65535, description="A second port for operator routes; 0: none."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -105,6 +151,18 @@ class Settings(BaseSettings):
             if old_name in os.environ:
                 logger.warning("%s is deprecated: use %s", old_name, new_name)
         return values
+
+    @model_validator(mode="after")
+    def _operator_port_when_needed(self) -> Settings:
+        if "operator" in (self.docs, self.metrics) and not self.operator_port:
+            raise ValueError("docs or metrics set to 'operator' need CNN_SERVE_OPERATOR_PORT")
+        if self.operator_port and self.operator_port == self.port:
+            raise ValueError("CNN_SERVE_OPERATOR_PORT must differ from CNN_SERVE_PORT")
+        return self
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_allow_origins.split(",") if origin.strip()]
 
     def resolved_workers(self) -> int:
         """Worker processes: as set, or one per available CPU (measured fastest on 2 cores)."""

@@ -14,6 +14,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 logger = logging.getLogger("service")
@@ -86,6 +87,10 @@ class InferenceError(ServiceError):
     code = "inference_failed"
 
 
+class ClientGoneError(Exception):
+    """The client disconnected: its request's remaining work is dropped, nothing is answered."""
+
+
 class ModelLoadError(RuntimeError):
     """A model cannot be loaded at start-up; the service refuses to start."""
 
@@ -132,6 +137,18 @@ async def _http_error(request: Request, error: Exception) -> Response:
     return error_response(error.status_code, code, str(error.detail), None, error.headers)
 
 
+# nginx's code for "client closed request": the response is never delivered, but the metrics and
+# the log say what happened instead of counting a server error.
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _client_gone(request: Request, error: Exception) -> Response:
+    logger.info(
+        "client went away during %s %s; its work was dropped", request.method, request.url.path
+    )
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected_error(request: Request, error: Exception) -> Response:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", "the server failed to handle this request")
@@ -142,4 +159,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientGoneError, _client_gone)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -10,9 +10,10 @@ import numpy as np
 
 from model_card import PreprocessMethod
 from service.errors import InvalidInputError
+from service.limits import Deadline
 from service.options import FeatureMapOptions
 from service.payloads import Payload
-from service.preprocessing import arrays_to_batch, images_to_batch
+from service.preprocessing import arrays_to_batch, item_errors, prepare_image, read_header
 from service.runtime import FeatureMaps, ModelRuntime
 from service.state import ServingState
 
@@ -33,18 +34,32 @@ def top_k_option(payload: Payload, model: ModelRuntime) -> int | None:
     return top_k
 
 
-async def model_input(state: ServingState, model: ModelRuntime, payload: Payload) -> np.ndarray:
-    """Preprocess a payload into float32 (N, H, W, 1); image decoding runs off the event loop."""
+async def model_input(
+    state: ServingState, model: ModelRuntime, payload: Payload, deadline: Deadline
+) -> np.ndarray:
+    """Preprocess a payload into float32 (N, H, W, 1), off the event loop.
+
+    Images are decoded one at a time, each after reserving the memory its header says it will
+    take from the process's decode budget, and only while the request is still wanted: past its
+    deadline or once its client has gone, the remaining images are not decoded.
+    """
     method = preprocess_method(payload, model)
     spec = model.card.preprocessing
-    if payload.images is not None:
-        return await asyncio.to_thread(
-            images_to_batch, payload.images, method, spec, state.image_limits
-        )
-    assert payload.array is not None
-    if method == "none":
-        return arrays_to_batch(payload.array, method, spec)
-    return await asyncio.to_thread(arrays_to_batch, payload.array, method, spec)
+    if payload.images is None:
+        assert payload.array is not None
+        if method == "none":
+            return arrays_to_batch(payload.array, method, spec)
+        return await asyncio.to_thread(arrays_to_batch, payload.array, method, spec)
+    limits = state.image_limits
+    prepared = []
+    for index, blob in enumerate(payload.images):
+        deadline.check()
+        with item_errors(index):
+            header = await asyncio.to_thread(read_header, blob, limits)
+            async with state.decode_budget.reserve(header.decode_bytes):
+                deadline.check()
+                prepared.append(await asyncio.to_thread(prepare_image, blob, method, spec, limits))
+    return np.stack(prepared)[..., np.newaxis]
 
 
 def describe_predictions(
@@ -79,12 +94,15 @@ def describe_predictions(
     return predictions
 
 
-async def predict(state: ServingState, model: ModelRuntime, payload: Payload) -> dict[str, Any]:
+async def predict(
+    state: ServingState, model: ModelRuntime, payload: Payload, deadline: Deadline
+) -> dict[str, Any]:
     """Classify every item of a payload through the model's dynamic batcher."""
     top_k = top_k_option(payload, model)
-    images = await model_input(state, model, payload)
+    images = await model_input(state, model, payload, deadline)
     state.observe_request(model.name, images.shape[0])
-    probabilities = await state.batchers[model.name].submit(images)
+    deadline.check()
+    probabilities = await state.batchers[model.name].submit(images, deadline.remaining())
     return {
         "model": model.name,
         "version": model.card.version,
@@ -115,13 +133,14 @@ class FeatureMapResult:
 
 
 async def feature_maps(
-    state: ServingState, model: ModelRuntime, payload: Payload
+    state: ServingState, model: ModelRuntime, payload: Payload, deadline: Deadline
 ) -> FeatureMapResult:
     """Run one image through the model and collect the chosen layers' activations."""
     assert isinstance(payload.options, FeatureMapOptions)
     layers = requested_layers(payload.options, model)
-    images = await model_input(state, model, payload)
+    images = await model_input(state, model, payload, deadline)
     state.observe_request(model.name, images.shape[0])
+    deadline.check()
     loop = asyncio.get_running_loop()
     maps = await loop.run_in_executor(state.executor, model.feature_maps, images, layers)
     return FeatureMapResult(model=model, image=images[0, :, :, 0], maps=maps)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, cast
 
 import cc3d
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, PngImagePlugin
 
 from model_card import PreprocessingSpec, PreprocessMethod
 from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
@@ -24,6 +26,12 @@ from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedM
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"})
 # Pixels at least this opaque count as drawn; an image whose every pixel is has no transparency.
 OPAQUE_ALPHA = 250
+# Memory per pixel while decoding and preprocessing, measured on 16 MP images: each band is held
+# about twice (four times by WEBP's decoder), plus about 4 bytes of grayscale, mask and reduction
+# copies. PNG RGBA peaks at 11.2 B/px, WEBP RGBA at 18.9 B/px.
+DECODE_COPIES = 2
+WEBP_DECODE_COPIES = 4
+PREPROCESS_BYTES_PER_PIXEL = 4
 # JPEG photos are decoded at reduced size (DCT scaling) down to about this longest side.
 JPEG_DRAFT_SIDE = 512
 # The ink is analysed at most this large: the digit ends up 20 px tall anyway, and it bounds the
@@ -63,6 +71,10 @@ STROKE_TOO_THICK = 1.5
 
 # Pillow's own bomb check would raise only a warning below 2x its limit; ours runs first anyway.
 Image.MAX_IMAGE_PIXELS = None
+# PNG text and ICC chunks are inflated while the header is read; a digit needs none of them, so
+# a chunk that inflates past these limits makes the file unreadable (422) instead of costly.
+PngImagePlugin.MAX_TEXT_CHUNK = 256 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -73,14 +85,32 @@ class ImageLimits:
     max_bytes: int
 
 
-def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Decode one uploaded image after checking its format and declared size.
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, read without decoding its pixels."""
 
-    Raises:
-        PayloadTooLargeError: too many bytes, or more pixels than allowed (a decompression bomb).
-        UnsupportedMediaTypeError: an image format outside ``ALLOWED_FORMATS``.
-        InvalidInputError: not an image, or a truncated/corrupt one.
-    """
+    format: str
+    size: tuple[int, int]  # (width, height) that decoding will produce
+    bands: int
+
+    @property
+    def decode_bytes(self) -> int:
+        """About the most memory decoding and preprocessing it hold at once (measured per format:
+        libwebp decodes into a buffer of its own, then Pillow copies it)."""
+        width, height = self.size
+        copies = WEBP_DECODE_COPIES if self.format == "WEBP" else DECODE_COPIES
+        return width * height * (self.bands * copies + PREPROCESS_BYTES_PER_PIXEL)
+
+
+def _not_an_image() -> InvalidInputError:
+    return InvalidInputError(
+        "the data is not an image in a known format, or its header is corrupt",
+        details={"allowed_formats": sorted(ALLOWED_FORMATS)},
+    )
+
+
+def _open(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Open (header only) and check format and size; JPEGs are set to decode at reduced size."""
     if len(data) > limits.max_bytes:
         raise PayloadTooLargeError(
             f"image of {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes"
@@ -88,35 +118,82 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
     if not data:
         raise InvalidInputError("empty image")
     try:
-        image = Image.open(io.BytesIO(data))  # Reads the header only.
-    except UnidentifiedImageError:
-        raise InvalidInputError(
-            "the data is not an image in a known format",
-            details={"allowed_formats": sorted(ALLOWED_FORMATS)},
-        ) from None
-    if image.format not in ALLOWED_FORMATS:
-        raise UnsupportedMediaTypeError(
-            f"image format {image.format} is not accepted",
-            details={"allowed_formats": sorted(ALLOWED_FORMATS)},
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about odd metadata; the pixels matter.
+            image = Image.open(io.BytesIO(data), formats=sorted(ALLOWED_FORMATS))
+            if image.format == "JPEG":
+                # The JPEG decoder scales down by up to 8x while decoding: a 12 MP photo then
+                # costs a fraction of the time and memory.
+                image.draft("L", (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
+    except Exception:  # Pillow's plugins raise many kinds of error for bad headers.
+        if _is_other_format(data):
+            raise UnsupportedMediaTypeError(
+                "this image format is not accepted",
+                details={"allowed_formats": sorted(ALLOWED_FORMATS)},
+            ) from None
+        raise _not_an_image() from None
     width, height = image.size
     if width * height > limits.max_pixels:
+        image.close()
         raise PayloadTooLargeError(
             f"image of {width}x{height} pixels exceeds the limit of {limits.max_pixels} pixels"
         )
-    if image.format == "JPEG":
-        # Let the JPEG decoder scale down by up to 8x while decoding: a 12 MP photo then costs
-        # a fraction of the time and memory.
-        image.draft("L", (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
+    if width == 0 or height == 0:
+        image.close()
+        raise _not_an_image()
+    return image
+
+
+def _is_other_format(data: bytes) -> bool:
+    """Whether Pillow recognises the data as an image format we do not accept."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns about odd metadata; the pixels matter.
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                return image.format not in ALLOWED_FORMATS
+    except Exception:  # Not an image at all, or a broken one: not "another format".
+        return False
+
+
+def read_header(data: bytes, limits: ImageLimits) -> ImageHeader:
+    """Format, decoded size and bands of an upload, checked against the limits. No pixels.
+
+    Raises:
+        PayloadTooLargeError: too many bytes, or more pixels than allowed (a decompression bomb).
+        UnsupportedMediaTypeError: an image format outside ``ALLOWED_FORMATS``.
+        InvalidInputError: not an image.
+    """
+    with _open(data, limits) as image:
+        return ImageHeader(str(image.format), image.size, len(image.getbands()))
+
+
+def decode_grayscale(data: bytes, limits: ImageLimits) -> np.ndarray:
+    """Decode one upload to upright, opaque grayscale pixels (see ``to_grayscale``).
+
+    Whatever Pillow raises on a corrupt or hostile file (truncated data, chunks that inflate
+    past its limits, broken EXIF) becomes a 422 for that file, never a server error.
+
+    Returns:
+        uint8 (H, W).
+
+    Raises:
+        PayloadTooLargeError, UnsupportedMediaTypeError, InvalidInputError: as ``read_header``,
+        or the pixels cannot be decoded.
+    """
+    image = _open(data, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            return to_grayscale(image)
+    except MemoryError:
+        raise PayloadTooLargeError("the image is too large to decode") from None
+    except Exception as error:  # Pillow's decoders raise many kinds of error for bad data.
         raise InvalidInputError(
             f"the image is truncated or corrupt ({type(error).__name__})"
         ) from None
-    return image
+    finally:
+        image.close()
 
 
 def to_grayscale(image: Image.Image) -> np.ndarray:
@@ -125,25 +202,27 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     EXIF rotation is applied; transparency is composited onto a background that contrasts with
     the strokes (white behind dark ink, black behind light ink), so a transparent drawing keeps
     its strokes whatever their colour. Nothing is shrunk here: a one-pixel pen line on a big
-    canvas must survive until its width has been judged.
+    canvas must survive until its width has been judged. Colour images become grayscale
+    straight away, so that their colour bands are not held longer than needed.
 
     Returns:
         uint8 (H, W).
     """
-    image = ImageOps.exif_transpose(image)
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    ImageOps.exif_transpose(image, in_place=True)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     if not has_alpha:
-        return np.asarray(image.convert("L"))
-    rgba = image.convert("RGBA")
-    alpha = rgba.getchannel("A")
+        return np.asarray(image if image.mode == "L" else image.convert("L"))
+    gray_and_alpha = image.convert("LA")
+    gray, alpha = gray_and_alpha.split()
+    del gray_and_alpha
     low_alpha, high_alpha = cast(tuple[int, int], alpha.getextrema())
-    gray = rgba.convert("L")
     if low_alpha >= OPAQUE_ALPHA:
         return np.asarray(gray)
     alpha_values = np.asarray(alpha)
     strokes = alpha_values >= min(OPAQUE_ALPHA, high_alpha)
     stroke_level = float(np.asarray(gray)[strokes].mean())
-    background = Image.new("L", rgba.size, 255 if stroke_level < 128 else 0)
+    del alpha_values, strokes
+    background = Image.new("L", gray.size, 255 if stroke_level < 128 else 0)
     return np.asarray(Image.composite(gray, background, alpha))
 
 
@@ -539,18 +618,36 @@ def prepare(gray: np.ndarray, method: PreprocessMethod, spec: PreprocessingSpec)
     return as_is(gray, spec)
 
 
+def prepare_image(
+    data: bytes, method: PreprocessMethod, spec: PreprocessingSpec, limits: ImageLimits
+) -> np.ndarray:
+    """One encoded image -> float32 (canvas, canvas) in [0, 1]."""
+    return prepare(decode_grayscale(data, limits), method, spec)
+
+
 def images_to_batch(
     blobs: list[bytes], method: PreprocessMethod, spec: PreprocessingSpec, limits: ImageLimits
 ) -> np.ndarray:
-    """Encoded images -> float32 (N, canvas, canvas, 1) model input."""
+    """Encoded images -> float32 (N, canvas, canvas, 1) model input, one after the other.
+
+    Errors name the failing item (``details.item``). The service decodes through
+    ``inference.model_input`` instead, which also bounds memory and time.
+    """
     prepared = []
     for index, blob in enumerate(blobs):
-        try:
-            prepared.append(prepare(to_grayscale(open_image(blob, limits)), method, spec))
-        except (InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError) as error:
-            error.details = {"item": index, **(error.details or {})}
-            raise
+        with item_errors(index):
+            prepared.append(prepare_image(blob, method, spec, limits))
     return np.stack(prepared)[..., np.newaxis]
+
+
+@contextmanager
+def item_errors(index: int) -> Iterator[None]:
+    """Add ``{"item": index}`` to the details of an input error raised inside the block."""
+    try:
+        yield
+    except (InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError) as error:
+        error.details = {"item": index, **(error.details or {})}
+        raise
 
 
 def arrays_to_batch(

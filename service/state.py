@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from service.batching import DynamicBatcher
 from service.config import Settings
 from service.errors import ModelNotFoundError
+from service.limits import Deadline, MemoryBudget
 from service.payloads import PayloadLimits
 from service.preprocessing import ImageLimits
 from service.runtime import ModelRuntime
@@ -26,6 +27,7 @@ class ServingState:
     batchers: dict[str, DynamicBatcher]
     executor: ThreadPoolExecutor
     observe_request: RequestObserver
+    decode_budget: MemoryBudget
 
     def model(self, name: str | None) -> ModelRuntime:
         """The named model (the default model when ``None``).
@@ -44,6 +46,10 @@ class ServingState:
     @property
     def image_limits(self) -> ImageLimits:
         return ImageLimits(self.settings.max_image_pixels, self.settings.max_image_bytes)
+
+    def deadline(self) -> Deadline:
+        """When a request arriving now must be done (decoding, queueing and inference)."""
+        return Deadline.after(self.settings.request_timeout_s)
 
     def payload_limits(self, model: ModelRuntime, max_items: int | None = None) -> PayloadLimits:
         """What one request to ``model`` may hold (``max_items`` overrides the setting)."""

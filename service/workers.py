@@ -33,6 +33,7 @@ import uvicorn
 
 from service.app import create_app
 from service.config import Settings
+from service.transport import guarded_protocol
 
 logger = logging.getLogger("service.workers")
 RESTART_PAUSE_S = 0.5
@@ -58,6 +59,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
         access_log=False,
         proxy_headers=False,
+        http=guarded_protocol(settings),
     )
 
 
@@ -160,20 +162,26 @@ def _die_with_parent() -> None:
 
 
 def _worker_main(
-    settings: Settings, listener: socket.socket, ready: Event, supervisor_pid: int
+    settings: Settings, sockets: list[socket.socket], ready: Event, supervisor_pid: int
 ) -> None:
     _die_with_parent()
     if os.getppid() != supervisor_pid:  # The supervisor died before prctl took effect.
         sys.exit(1)
     configure_logging(settings)
-    _Server(uvicorn_config(settings), ready, supervisor_pid).run(sockets=[listener])
+    _Server(uvicorn_config(settings), ready, supervisor_pid).run(sockets=sockets)
+
+
+def listeners(settings: Settings) -> list[socket.socket]:
+    """One worker's sockets: the service port, and the operator port if there is one."""
+    ports = [settings.port] + ([settings.operator_port] if settings.operator_port else [])
+    return [reuse_port_socket(settings.host, port) for port in ports]
 
 
 @dataclass
 class _Slot:
-    """One worker position: its socket lives as long as the supervisor, workers come and go."""
+    """One worker position: its sockets live as long as the supervisor, workers come and go."""
 
-    listener: socket.socket
+    sockets: list[socket.socket]
     process: BaseProcess | None = None
     ready: Event | None = None
     early_deaths: int = 0
@@ -186,9 +194,7 @@ class WorkerSupervisor:
     def __init__(self, settings: Settings, workers: int) -> None:
         self.settings = settings
         self.context = multiprocessing.get_context("spawn")
-        self.slots = [
-            _Slot(reuse_port_socket(settings.host, settings.port)) for _ in range(workers)
-        ]
+        self.slots = [_Slot(listeners(settings)) for _ in range(workers)]
         self.stopping = False
         self.failed = False
         self.reported_ready = False
@@ -198,7 +204,7 @@ class WorkerSupervisor:
         slot.was_ready = False
         slot.process = self.context.Process(
             target=_worker_main,
-            args=(self.settings, slot.listener, slot.ready, os.getpid()),
+            args=(self.settings, slot.sockets, slot.ready, os.getpid()),
             daemon=False,
         )
         slot.process.start()
@@ -260,7 +266,8 @@ class WorkerSupervisor:
                 process.kill()
                 process.join()
         for slot in self.slots:
-            slot.listener.close()
+            for listener in slot.sockets:
+                listener.close()
         # uvicorn re-raises the SIGTERM it handled, so a clean worker ends by that signal.
         clean = all(process.exitcode in (0, -signal.SIGTERM) for process in processes)
         logger.info("all workers stopped%s", "" if clean else " (some uncleanly)")
@@ -283,10 +290,11 @@ def serve(settings: Settings, workers: int) -> int:
         PortInUseError: the address is already served.
     """
     check_port_free(settings.host, settings.port)
+    if settings.operator_port:
+        check_port_free(settings.host, settings.operator_port)
     if workers > 1:
         return WorkerSupervisor(settings, workers).run()
-    listener = reuse_port_socket(settings.host, settings.port)
     announce = f"serving {service_url(settings)} with 1 worker"
     server = _Server(uvicorn_config(settings), announce=announce)
-    server.run(sockets=[listener])
+    server.run(sockets=listeners(settings))
     return 0 if server.started else STARTUP_FAILURE

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from service.errors import NotReadyError
+from service.limits import Deadline
 from service.state import ServingState
 
 
@@ -22,3 +26,22 @@ async def get_serving_state(request: Request) -> ServingState:
 
 
 Serving = Annotated[ServingState, Depends(get_serving_state)]
+
+
+@asynccontextmanager
+async def watching_client(request: Request, deadline: Deadline) -> AsyncIterator[None]:
+    """While the block runs, mark ``deadline`` as soon as the client disconnects.
+
+    Call after the body has been read: the next ASGI message is then the disconnect.
+    """
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        deadline.client_gone.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import inference
-from service.api.deps import Serving
+from service.api.deps import Serving, watching_client
 from service.api.responses import FastJSONResponse
 from service.api.schemas import ERROR_RESPONSES, FeatureMapsResponse, operation_docs
 from service.options import FeatureMapOptions
@@ -41,9 +41,11 @@ def _wants_png(request: Request, options: FeatureMapOptions) -> bool:
 
 
 async def _feature_maps(state: ServingState, model: ModelRuntime, request: Request) -> Response:
+    deadline = state.deadline()
     payload = await read_payload(request, FeatureMapOptions, state.payload_limits(model, 1))
     assert isinstance(payload.options, FeatureMapOptions)
-    result = await inference.feature_maps(state, model, payload)
+    async with watching_client(request, deadline):
+        result = await inference.feature_maps(state, model, payload, deadline)
     if _wants_png(request, payload.options):
         layers = {name: values[0] for name, values in result.maps.layers.items()}
         png = await asyncio.to_thread(feature_maps_png, layers)

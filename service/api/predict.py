@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service import inference
-from service.api.deps import Serving
+from service.api.deps import Serving, watching_client
 from service.api.responses import FastJSONResponse
 from service.api.schemas import ERROR_RESPONSES, PredictResponse, operation_docs
 from service.options import PredictOptions
@@ -23,8 +23,11 @@ _DOCS = {
 
 
 async def _predict(state: ServingState, model: ModelRuntime, request: Request) -> FastJSONResponse:
+    deadline = state.deadline()
     payload = await read_payload(request, PredictOptions, state.payload_limits(model))
-    return FastJSONResponse(await inference.predict(state, model, payload))
+    async with watching_client(request, deadline):
+        result = await inference.predict(state, model, payload, deadline)
+    return FastJSONResponse(result)
 
 
 @router.post("/predict", **_DOCS)  # type: ignore[arg-type]

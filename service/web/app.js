@@ -9,6 +9,9 @@ const elements = {
   clearButton: document.getElementById("clear-button"),
   penWidth: document.getElementById("pen-width"),
   penWidthValue: document.getElementById("pen-width-value"),
+  apiKeyBox: document.getElementById("api-key-box"),
+  apiKeyForm: document.getElementById("api-key-form"),
+  apiKeyInput: document.getElementById("api-key-input"),
   canvas: document.getElementById("draw-canvas"),
   dropZone: document.getElementById("drop-zone"),
   fileInput: document.getElementById("file-input"),
@@ -72,9 +75,30 @@ async function errorMessage(response) {
   return `The server answered HTTP ${response.status}.`;
 }
 
+// ---- API keys: asked for only when the server answers 401 ----------------------------------
+
+const API_KEY_STORAGE = "cnn-serve-api-key";
+
+async function apiFetch(url, options = {}) {
+  const key = sessionStorage.getItem(API_KEY_STORAGE);
+  const headers = key ? { ...(options.headers || {}), Authorization: `Bearer ${key}` } : options.headers;
+  const response = await fetch(url, { ...options, headers });
+  if (response.status === 401) elements.apiKeyBox.hidden = false;
+  return response;
+}
+
+elements.apiKeyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(API_KEY_STORAGE, elements.apiKeyInput.value.trim());
+  elements.apiKeyInput.value = "";
+  elements.apiKeyBox.hidden = true;
+  clearError();
+  loadModels().then(update);
+});
+
 async function loadModels() {
   try {
-    const response = await fetch("/models");
+    const response = await apiFetch("/models");
     if (!response.ok) throw new Error(await errorMessage(response));
     const body = await response.json();
     elements.modelSelect.replaceChildren();
@@ -217,7 +241,7 @@ async function update() {
   const base = `/models/${encodeURIComponent(model.name)}/feature-maps`;
   const lastLayer = model.feature_maps[model.feature_maps.length - 1].layer;
   try {
-    const response = await fetch(`${base}?layers=${encodeURIComponent(lastLayer)}`, {
+    const response = await apiFetch(`${base}?layers=${encodeURIComponent(lastLayer)}`, {
       method: "POST", body: imageForm(blob), signal: controller.signal,
     });
     if (!response.ok) {
@@ -297,7 +321,7 @@ function showSeenInput(pixels) {
 
 async function showFeatureMaps(base, blob, model, signal) {
   const figures = await Promise.all(model.feature_maps.map(async (layer) => {
-    const response = await fetch(`${base}?format=png&layers=${encodeURIComponent(layer.layer)}`, {
+    const response = await apiFetch(`${base}?format=png&layers=${encodeURIComponent(layer.layer)}`, {
       method: "POST", body: imageForm(blob), signal,
     });
     if (!response.ok) throw new Error(await errorMessage(response));

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.conftest import MODELS_DIR, ROOT
 from tests.imaging import mnist_png, paper_photo
@@ -187,4 +187,48 @@ def test_phone_layout_stacks_the_panels(browser: Browser, server_url: str) -> No
     bars = phone.locator("#result-panel").bounding_box()
     assert bars is not None and bars["y"] > canvas["y"] + canvas["height"]
     screenshot(phone, "phone")
+    context.close()
+
+
+def test_docs_render_offline_from_packaged_assets(browser: Browser, server_url: str) -> None:
+    """Swagger UI loads with every request to anything but this server aborted."""
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def only_local(route: Route) -> None:
+        if route.request.url.startswith(server_url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_local)
+    docs = context.new_page()
+    docs.goto(f"{server_url}/docs")
+    expect(docs.locator(".opblock-summary-path").first).to_be_visible(timeout=15_000)
+    expect(docs.get_by_text("/models/{name}/feature-maps").first).to_be_attached()
+    screenshot(docs, "docs-offline")
+    assert outside == []
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def keyed_server_url() -> Iterator[str]:
+    with running_service(api_keys="page-test-key") as service:
+        yield service.url
+
+
+def test_page_asks_for_the_api_key_when_the_server_needs_one(
+    browser: Browser, keyed_server_url: str
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(keyed_server_url)
+    expect(page.locator("#api-key-box")).to_be_visible(timeout=10_000)
+    page.fill("#api-key-input", "page-test-key")
+    page.click("#api-key-form button")
+    expect(page.locator("#model-select option")).not_to_have_count(0)
+    expect(page.locator("#api-key-box")).to_be_hidden()
+    draw(page, STROKES["7"])
+    expect(page.locator("#predicted-label")).to_have_text("7", timeout=10_000)
     context.close()

@@ -1,0 +1,191 @@
+"""HTTP transport guards, below and around the app.
+
+- ``guarded_protocol``: uvicorn's httptools protocol with a cap on header size and time limits on
+  receiving headers and bodies, so that slow or endless clients cannot hold connections forever;
+- ``HeadAsGetMiddleware``: HEAD works wherever GET does;
+- ``CutOffMiddleware``: a request still running when shutdown's grace period ends is answered
+  with the JSON error shape (503), not uvicorn's plain-text 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.config import Settings
+
+logger = logging.getLogger("service.transport")
+
+
+def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
+    """A complete HTTP/1.1 response in the service's error shape, for closing a connection."""
+    body = orjson.dumps({"error": {"code": code, "message": message, "details": None}})
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class _GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """httptools with limits: header bytes, time to send the headers, time to send the body."""
+
+    max_header_bytes = 16 * 1024
+    header_timeout_s = 10.0
+    body_timeout_s = 60.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._arm(self.header_timeout_s, "send its request headers")
+
+    def _arm(self, seconds: float, doing: str) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, self._too_slow, doing, seconds)
+
+    def _disarm(self) -> None:
+        if getattr(self, "_timer", None) is not None:
+            assert self._timer is not None
+            self._timer.cancel()
+            self._timer = None
+
+    def _too_slow(self, doing: str, seconds: float) -> None:
+        self._timer = None
+        if self.cycle is not None and self.cycle.response_started:
+            return  # The app answered already; its response will end the exchange.
+        logger.info("closing a connection that took over %g s to %s", seconds, doing)
+        self._refuse(
+            408, "Request Timeout", "timeout", f"the client took over {seconds:g} s to {doing}"
+        )
+
+    def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(_raw_error(status, reason, code, message))
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+        self._arm(self.header_timeout_s, "send its request headers")
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_header_bytes(self, amount: int) -> None:
+        self._header_bytes += amount
+        if self._header_bytes > self.max_header_bytes:
+            self._disarm()
+            self._refuse(
+                431,
+                "Request Header Fields Too Large",
+                "headers_too_large",
+                f"the request line and headers exceed {self.max_header_bytes} bytes",
+            )
+
+    def on_headers_complete(self) -> None:
+        if self.transport.is_closing():
+            return
+        self._arm(self.body_timeout_s, "send its request body")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def guarded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's ``http=``, with the limits from ``settings``."""
+    return type(
+        "GuardedHttpToolsProtocol",
+        (_GuardedHttpToolsProtocol,),
+        {
+            "max_header_bytes": settings.max_header_bytes,
+            "header_timeout_s": settings.header_timeout_s,
+            "body_timeout_s": settings.body_timeout_s,
+        },
+    )
+
+
+class HeadAsGetMiddleware:
+    """Answer HEAD like GET, without the body (FastAPI routes declare GET only)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        body_sent = False
+
+        async def send_headers_only(message: Message) -> None:
+            nonlocal body_sent
+            if message["type"] == "http.response.body":
+                if body_sent:
+                    return
+                body_sent = True
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+
+
+class CutOffMiddleware:
+    """Outermost: when shutdown cancels a request that has not answered yet, answer 503 JSON."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            body = orjson.dumps(
+                {
+                    "error": {
+                        "code": "shutting_down",
+                        "message": "the server stopped before this request finished; retry",
+                        "details": None,
+                    }
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"retry-after", b"1"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            # The task was cancelled to end it; it has answered and now ends normally.
