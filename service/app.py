@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,9 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse, HTMLResponse
 
+from service.admission import Admission, AdmissionMiddleware
 from service.api import feature_maps, health, models, predict
-from service.batching import DynamicBatcher
+from service.batching import BatchObserver, DynamicBatcher
 from service.config import Settings, get_settings
 from service.errors import ModelLoadError, install_error_handlers
 from service.limits import BodySizeLimitMiddleware, MemoryBudget
@@ -68,7 +68,15 @@ def _batchers(
     loaded: dict[str, ModelRuntime],
     executor: ThreadPoolExecutor,
     metrics: ServiceMetrics,
+    admission: Admission,
 ) -> dict[str, DynamicBatcher]:
+    def observer(name: str) -> BatchObserver:
+        def observe(items: int, seconds: float) -> None:
+            metrics.observe_batch(name, items, seconds)
+            admission.throughput.observe(items, seconds)
+
+        return observe
+
     return {
         name: DynamicBatcher(
             runtime.predict,
@@ -78,13 +86,14 @@ def _batchers(
             max_queue_items=settings.batch_max_queue,
             concurrency=settings.inference_threads,
             timeout_s=settings.request_timeout_s,
-            observer=partial(metrics.observe_batch, name),
+            observer=observer(name),
+            retry_after_s=admission.retry_after_s,
         )
         for name, runtime in loaded.items()
     }
 
 
-def _lifespan(settings: Settings, metrics: ServiceMetrics):  # type: ignore[no-untyped-def]
+def _lifespan(settings: Settings, metrics: ServiceMetrics, admission: Admission):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
@@ -93,7 +102,7 @@ def _lifespan(settings: Settings, metrics: ServiceMetrics):  # type: ignore[no-u
             logger.error("cannot start: %s", error)
             raise
         executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="onnx")
-        batchers = _batchers(settings, loaded, executor, metrics)
+        batchers = _batchers(settings, loaded, executor, metrics, admission)
         for batcher in batchers.values():
             batcher.start()
         metrics.models_loaded.set(len(loaded))
@@ -125,13 +134,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; models load when its lifespan starts."""
     settings = settings or get_settings()
     metrics = ServiceMetrics()
+    admission = Admission(
+        max_requests=settings.max_inflight_requests,
+        max_body_bytes=settings.inflight_body_mb * 2**20,
+        max_pause_s=settings.overload_pause_ms / 1000.0,
+    )
     app = FastAPI(
         docs_url=None,  # Served below from packaged assets: /docs works offline.
         redoc_url=None,
         title="cnn-serve",
         summary="Classify digits with CNNs exported from Keras to ONNX, and look inside them.",
         version="0.1.0",
-        lifespan=_lifespan(settings, metrics),
+        lifespan=_lifespan(settings, metrics, admission),
         # /predict/ must not redirect: Starlette builds the redirect from the Host header.
         redirect_slashes=False,
     )
@@ -154,6 +168,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last = outermost: the size limit applies before anything reads the body, and a
     # request cut off by shutdown still gets the JSON error shape.
     app.add_middleware(HeadAsGetMiddleware)
+    app.add_middleware(
+        AdmissionMiddleware, admission=admission, max_body_bytes=settings.max_body_bytes
+    )
     if keys:
         app.add_middleware(ApiKeyMiddleware, keys=keys, operator_port=settings.operator_port)
     if settings.allowed_origins:

@@ -56,6 +56,7 @@ class DynamicBatcher:
         concurrency: int,
         timeout_s: float,
         observer: BatchObserver | None = None,
+        retry_after_s: Callable[[int], int] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._executor = executor
@@ -64,6 +65,7 @@ class DynamicBatcher:
         self._max_queue_items = max_queue_items
         self._timeout_s = timeout_s
         self._observer = observer
+        self._retry_after_s = retry_after_s or (lambda queued_items: 1)
         self._waiting: deque[_Pending] = deque()
         self._queued_items = 0
         self._arrived = asyncio.Event()
@@ -116,7 +118,7 @@ class DynamicBatcher:
         if self._queued_items + images.shape[0] > self._max_queue_items:
             raise OverloadedError(
                 f"the inference queue is full ({self._queued_items} items waiting)",
-                headers={"Retry-After": "1"},
+                headers={"Retry-After": str(self._retry_after_s(self._queued_items))},
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()

@@ -109,6 +109,25 @@ class Settings(BaseSettings):
     batch_max_queue: int = Field(
         4096, ge=1, description="Dynamic batching: queued items before 503 + Retry-After."
     )
+    max_inflight_requests: int = Field(
+        128,
+        ge=1,
+        description="Inference requests one worker process handles at once; more are refused "
+        "(503) before their bodies are read.",
+    )
+    inflight_body_mb: int = Field(
+        128,
+        ge=1,
+        description="Request bodies one worker process holds at once (declared sizes; a chunked "
+        "body counts as MAX_BODY_BYTES); more are refused (503) before they are read.",
+    )
+    overload_pause_ms: float = Field(
+        250.0,
+        ge=0,
+        le=5000,
+        description="Longest a refusal under overload is held back, so that clients retrying at "
+        "once do not eat the CPU that serves the admitted requests.",
+    )
     max_header_bytes: int = Field(
         16 * 1024, ge=1024, description="Largest request line plus headers (431 past it)."
     )
@@ -158,6 +177,8 @@ class Settings(BaseSettings):
             raise ValueError("docs or metrics set to 'operator' need CNN_SERVE_OPERATOR_PORT")
         if self.operator_port and self.operator_port == self.port:
             raise ValueError("CNN_SERVE_OPERATOR_PORT must differ from CNN_SERVE_PORT")
+        if self.inflight_body_mb * 2**20 < self.max_body_bytes:
+            raise ValueError("CNN_SERVE_INFLIGHT_BODY_MB must hold at least one MAX_BODY_BYTES body")
         return self
 
     @property

@@ -1,0 +1,126 @@
+"""Admission control: under overload, refuse inference requests early, cheaply and slowly.
+
+A request is admitted before its body is read if its worker has room for one more request in
+flight and for its body's bytes; otherwise it gets 503 with a ``Retry-After`` worked out from the
+work already queued. The refusal is held back for a moment first: clients that retry at once
+(a retry storm) then cost the worker a few refusals a second each instead of thousands, and
+the CPU goes to the requests being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.errors import error_response
+
+INFERENCE_SUFFIXES = ("/predict", "/feature-maps", "/infer")
+# Smoothing of the throughput estimate: the weight of each new batch.
+THROUGHPUT_SMOOTHING = 0.05
+
+
+@dataclass
+class Throughput:
+    """Items per second the model gets through, from recent batches (exponentially smoothed)."""
+
+    items_per_s: float = 0.0
+
+    def observe(self, items: int, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        rate = items / seconds
+        if self.items_per_s == 0.0:
+            self.items_per_s = rate
+        else:
+            self.items_per_s += THROUGHPUT_SMOOTHING * (rate - self.items_per_s)
+
+    def drain_seconds(self, queued_items: int) -> float:
+        """How long the queued items will take, at the recent rate."""
+        return queued_items / self.items_per_s if self.items_per_s > 0 else 1.0
+
+
+@dataclass
+class Admission:
+    """Per-process room for requests in flight and for their bodies' bytes."""
+
+    max_requests: int
+    max_body_bytes: int
+    max_pause_s: float
+    throughput: Throughput = field(default_factory=Throughput)
+    in_flight: int = 0
+    body_bytes: int = 0
+    refused: int = 0
+
+    def try_admit(self, body_bytes: int) -> bool:
+        if (
+            self.in_flight >= self.max_requests
+            or self.body_bytes + body_bytes > self.max_body_bytes
+        ):
+            self.refused += 1
+            return False
+        self.in_flight += 1
+        self.body_bytes += body_bytes
+        return True
+
+    def release(self, body_bytes: int) -> None:
+        self.in_flight -= 1
+        self.body_bytes -= body_bytes
+
+    def retry_after_s(self, queued_items: int) -> int:
+        """Whole seconds until the queue has drained, at least 1."""
+        return max(1, math.ceil(self.throughput.drain_seconds(queued_items)))
+
+    def pause_s(self, queued_items: int) -> float:
+        """How long to hold a refusal: the queue's drain time, within [10 ms, max_pause_s]."""
+        return min(self.max_pause_s, max(0.01, self.throughput.drain_seconds(queued_items)))
+
+
+def is_inference(scope: Scope) -> bool:
+    path: str = scope["path"]
+    return scope["method"] == "POST" and path.endswith(INFERENCE_SUFFIXES)
+
+
+class AdmissionMiddleware:
+    """Admit inference requests only while the worker has room; refuse the rest early."""
+
+    def __init__(self, app: ASGIApp, admission: Admission, max_body_bytes: int) -> None:
+        self.app = app
+        self.admission = admission
+        self.max_body_bytes = max_body_bytes
+
+    def _body_bytes(self, scope: Scope) -> int:
+        declared = Headers(scope=scope).get("content-length", "")
+        return (
+            min(int(declared), self.max_body_bytes) if declared.isdigit() else self.max_body_bytes
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_inference(scope):
+            await self.app(scope, receive, send)
+            return
+        body_bytes = self._body_bytes(scope)
+        if not self.admission.try_admit(body_bytes):
+            await self._refuse(scope, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.admission.release(body_bytes)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        serving = getattr(scope["app"].state, "serving", None)
+        queued = sum(b.queued_items for b in serving.batchers.values()) if serving else 0
+        await asyncio.sleep(self.admission.pause_s(queued))
+        response = error_response(
+            503,
+            "overloaded",
+            "the server is at capacity; retry after the time in Retry-After",
+            details={"in_flight": self.admission.in_flight, "queued_items": queued},
+            headers={"Retry-After": str(self.admission.retry_after_s(queued))},
+        )
+        await send({"type": "http.response.start", "status": 503, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
