@@ -17,6 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import error_response
+from service.metrics import ServiceMetrics
 
 INFERENCE_SUFFIXES = ("/predict", "/feature-maps", "/infer")
 # Smoothing of the throughput estimate: the weight of each new batch.
@@ -87,10 +88,13 @@ def is_inference(scope: Scope) -> bool:
 class AdmissionMiddleware:
     """Admit inference requests only while the worker has room; refuse the rest early."""
 
-    def __init__(self, app: ASGIApp, admission: Admission, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, admission: Admission, max_body_bytes: int, metrics: ServiceMetrics
+    ) -> None:
         self.app = app
         self.admission = admission
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     def _body_bytes(self, scope: Scope) -> int:
         declared = Headers(scope=scope).get("content-length", "")
@@ -104,12 +108,15 @@ class AdmissionMiddleware:
             return
         body_bytes = self._body_bytes(scope)
         if not self.admission.try_admit(body_bytes):
+            self.metrics.overload_refusals.inc()
             await self._refuse(scope, send)
             return
+        self.metrics.inflight_requests.set(self.admission.in_flight)
         try:
             await self.app(scope, receive, send)
         finally:
             self.admission.release(body_bytes)
+            self.metrics.inflight_requests.set(self.admission.in_flight)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         serving = getattr(scope["app"].state, "serving", None)

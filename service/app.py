@@ -70,27 +70,32 @@ def _batchers(
     metrics: ServiceMetrics,
     admission: Admission,
 ) -> dict[str, DynamicBatcher]:
+    batchers: dict[str, DynamicBatcher] = {}
+
     def observer(name: str) -> BatchObserver:
         def observe(items: int, seconds: float) -> None:
-            metrics.observe_batch(name, items, seconds)
+            metrics.observe_batch(name, items, seconds, batchers[name].queued_items)
             admission.throughput.observe(items, seconds)
 
         return observe
 
-    return {
-        name: DynamicBatcher(
-            runtime.predict,
-            executor,
-            max_batch_items=settings.batch_max_items,
-            max_delay_s=settings.batch_max_delay_ms / 1000.0,
-            max_queue_items=settings.batch_max_queue,
-            concurrency=settings.inference_threads,
-            timeout_s=settings.request_timeout_s,
-            observer=observer(name),
-            retry_after_s=admission.retry_after_s,
-        )
-        for name, runtime in loaded.items()
-    }
+    batchers.update(
+        {
+            name: DynamicBatcher(
+                runtime.predict,
+                executor,
+                max_batch_items=settings.batch_max_items,
+                max_delay_s=settings.batch_max_delay_ms / 1000.0,
+                max_queue_items=settings.batch_max_queue,
+                concurrency=settings.inference_threads,
+                timeout_s=settings.request_timeout_s,
+                observer=observer(name),
+                retry_after_s=admission.retry_after_s,
+            )
+            for name, runtime in loaded.items()
+        }
+    )
+    return batchers
 
 
 def _lifespan(settings: Settings, metrics: ServiceMetrics, admission: Admission):  # type: ignore[no-untyped-def]
@@ -169,7 +174,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # request cut off by shutdown still gets the JSON error shape.
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(
-        AdmissionMiddleware, admission=admission, max_body_bytes=settings.max_body_bytes
+        AdmissionMiddleware,
+        admission=admission,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
     )
     if keys:
         app.add_middleware(ApiKeyMiddleware, keys=keys, operator_port=settings.operator_port)

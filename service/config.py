@@ -178,7 +178,9 @@ class Settings(BaseSettings):
         if self.operator_port and self.operator_port == self.port:
             raise ValueError("CNN_SERVE_OPERATOR_PORT must differ from CNN_SERVE_PORT")
         if self.inflight_body_mb * 2**20 < self.max_body_bytes:
-            raise ValueError("CNN_SERVE_INFLIGHT_BODY_MB must hold at least one MAX_BODY_BYTES body")
+            raise ValueError(
+                "CNN_SERVE_INFLIGHT_BODY_MB must hold at least one MAX_BODY_BYTES body"
+            )
         return self
 
     @property

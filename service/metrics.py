@@ -52,22 +52,39 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # Gauges of live workers only: a dead worker's values leave with it (mark_process_dead).
         self.queued_items = Gauge(
             "cnn_serve_queued_items",
-            "Items waiting for the dynamic batcher.",
+            "Items waiting for the dynamic batcher (what an autoscaler should watch).",
             ["model"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.inflight_requests = Gauge(
+            "cnn_serve_inflight_requests",
+            "Inference requests admitted and not yet answered.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.overload_refusals = Counter(
+            "cnn_serve_overload_refusals_total",
+            "Inference requests refused (503) before their bodies were read.",
             registry=self.registry,
         )
         self.models_loaded = Gauge(
-            "cnn_serve_models_loaded", "Models loaded and warmed up.", registry=self.registry
+            "cnn_serve_models_loaded",
+            "Models loaded and warmed up.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
         )
 
     def observe_request(self, model: str, items: int) -> None:
         self.request_items.labels(model).observe(items)
 
-    def observe_batch(self, model: str, items: int, seconds: float) -> None:
+    def observe_batch(self, model: str, items: int, seconds: float, queued_items: int) -> None:
         self.batch_items.labels(model).observe(items)
         self.inference_seconds.labels(model).observe(seconds)
+        self.queued_items.labels(model).set(queued_items)
 
     def exposition(self) -> bytes:
         """The text exposition of every metric, summed over worker processes if there are several.

@@ -68,6 +68,11 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(_raw_error(status, reason, code, message))
             self.transport.close()
 
+    def send_400_response(self, msg: str) -> None:
+        """Malformed HTTP (a bad request line or header): the error shape, not plain text."""
+        self._disarm()
+        self._refuse(400, "Bad Request", "bad_request", "malformed HTTP request")
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0

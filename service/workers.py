@@ -152,6 +152,26 @@ class _Server(uvicorn.Server):
             await asyncio.sleep(PARENT_CHECK_INTERVAL_S)
 
 
+# glibc mallopt parameters (malloc.h).
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+
+
+def configure_allocator() -> None:
+    """Make freed image buffers go back to the system, so that RSS follows the decode budget.
+
+    glibc otherwise raises its mmap threshold after the first large free and keeps later large
+    buffers in per-thread arenas: decodes in a few threads, one after the other, then leave the
+    process holding several images' worth of memory.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
+        libc.mallopt(_M_ARENA_MAX, 2)
+    except (OSError, AttributeError):  # Not glibc: nothing to tune.
+        pass
+
+
 def _die_with_parent() -> None:
     """Ask the kernel for SIGTERM when the supervisor dies, even by SIGKILL (Linux only)."""
     try:
@@ -167,6 +187,7 @@ def _worker_main(
     _die_with_parent()
     if os.getppid() != supervisor_pid:  # The supervisor died before prctl took effect.
         sys.exit(1)
+    configure_allocator()
     configure_logging(settings)
     _Server(uvicorn_config(settings), ready, supervisor_pid).run(sockets=sockets)
 
@@ -294,6 +315,7 @@ def serve(settings: Settings, workers: int) -> int:
         check_port_free(settings.host, settings.operator_port)
     if workers > 1:
         return WorkerSupervisor(settings, workers).run()
+    configure_allocator()
     announce = f"serving {service_url(settings)} with 1 worker"
     server = _Server(uvicorn_config(settings), announce=announce)
     server.run(sockets=listeners(settings))

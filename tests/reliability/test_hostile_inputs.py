@@ -1,0 +1,244 @@
+"""Inputs that once produced 500s, and inputs built to cost memory or time, on the real server.
+
+Each must get a 4xx in the JSON error shape, quickly, and leave the server serving.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.servers import LiveService, running_service
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[LiveService]:
+    with running_service(workers=1) as service:
+        yield service
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    checksum = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", checksum)
+
+
+def png_with_chunk(kind: bytes, data: bytes) -> bytes:
+    """A valid 28x28 PNG carrying one extra ancillary chunk before its pixels."""
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
+    pixels = png_chunk(b"IDAT", zlib.compress(b"\x00" * 29 * 28))
+    return b"\x89PNG\r\n\x1a\n" + header + png_chunk(kind, data) + pixels + png_chunk(b"IEND", b"")
+
+
+def inflating(size: int) -> bytes:
+    return zlib.compress(b"\x00" * size, 9)
+
+
+def npy_declaring(shape: str) -> bytes:
+    header = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    header += b" " * (63 - len(header) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x00" * 784
+
+
+CASES: dict[str, tuple[str, dict[str, str], bytes]] = {
+    "top_k superscript two": (
+        "/predict?top_k=%C2%B2",
+        {"content-type": "application/octet-stream"},
+        bytes(784),
+    ),
+    "empty top_k, big batch": (
+        "/predict?top_k=",
+        {"content-type": "application/octet-stream", "x-shape": "256,28,28"},
+        bytes(784 * 256),
+    ),
+    "X-Shape of 2^32 x 2^32, empty body": (
+        "/predict",
+        {"content-type": "application/octet-stream", "x-shape": "4294967296,4294967296"},
+        b"",
+    ),
+    "X-Shape overflowing int64": (
+        "/predict",
+        {"content-type": "application/octet-stream", "x-shape": "49,16,1152921504606846977"},
+        bytes(784),
+    ),
+    "X-Shape of 65 ones": (
+        "/predict",
+        {"content-type": "application/octet-stream", "x-shape": ",".join(["1"] * 65)},
+        bytes(1),
+    ),
+    ".npy declaring 2^40 values": (
+        "/predict",
+        {"content-type": "application/x-npy"},
+        npy_declaring("(1099511627776,)"),
+    ),
+    "PNG zTXt inflating to 100 MB": (
+        "/predict",
+        {"content-type": "image/png"},
+        png_with_chunk(b"zTXt", b"comment\x00\x00" + inflating(100_000_000)),
+    ),
+    "PNG iCCP inflating to 100 MB": (
+        "/predict",
+        {"content-type": "image/png"},
+        png_with_chunk(b"iCCP", b"profile\x00\x00" + inflating(100_000_000)),
+    ),
+    "21-byte truncated PNG header": (
+        "/predict",
+        {"content-type": "image/png"},
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x1c\x00",
+    ),
+    "POST /predict/ with a foreign Host": (
+        "/predict/",
+        {"content-type": "application/json", "host": "evil.example"},
+        b"{}",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_once_fatal_inputs_are_4xx_json(live: LiveService, name: str) -> None:
+    path, headers, body = CASES[name]
+    response = httpx.post(f"{live.url}{path}", content=body, headers=headers, timeout=30)
+    assert 400 <= response.status_code < 500, response.text
+    assert set(response.json()) == {"error"}
+    assert "location" not in response.headers  # No redirect, to any host.
+
+
+def test_head_works_where_get_does(live: LiveService) -> None:
+    for path in ("/health/live", "/health/ready", "/models", "/metrics", "/docs", "/"):
+        head = httpx.head(f"{live.url}{path}")
+        assert head.status_code == 200 and head.content == b"", path
+        assert (
+            head.headers["content-type"] == httpx.get(f"{live.url}{path}").headers["content-type"]
+        )
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process (VmHWM: its peak since the last reset_peak)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split(f"{field}:")[1].split()[0]) / 1024
+
+
+def peak_rss_mib(pid: int) -> float:
+    return rss_mib(pid, "VmHWM")
+
+
+def reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def lossless_webp(width: int, height: int) -> bytes:
+    """A tiny lossless WEBP file that decodes to width x height RGBA pixels."""
+    image = Image.new("RGBA", (width, height), (255, 255, 255, 0))
+    ImageDraw.Draw(image).line(
+        [(width // 2, 10), (width // 2 + 40, height - 10)], (0, 0, 0, 255), 9
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", lossless=True)
+    return buffer.getvalue()
+
+
+def post_in_parallel(url: str, count: int, **request: object) -> list[httpx.Response]:
+    results: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def post() -> None:
+        response = httpx.post(url, timeout=120, **request)  # type: ignore[arg-type]
+        with lock:
+            results.append(response)
+
+    threads = [threading.Thread(target=post) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+DECODE_BUDGET_MIB = 256  # The default CNN_SERVE_DECODE_MEMORY_MB.
+# Beyond the decode budget: 12 bodies, the images' grayscale copies, allocator slack.
+MARGIN_MIB = 96
+
+
+def test_memory_stays_bounded_under_twelve_decompression_bombs(live: LiveService) -> None:
+    """12 tiny WEBPs in parallel: the 25 MP ones are refused from their header, the 12 MP ones
+    (about 240 MiB each to decode) wait for the decode budget: peak RSS stays bounded."""
+    pid = live.process.pid
+    reset_peak(pid)
+    before = rss_mib(pid)
+    refused = post_in_parallel(
+        f"{live.url}/predict",
+        12,
+        content=lossless_webp(16383, 1525),
+        headers={"content-type": "image/webp"},
+    )
+    assert {response.status_code for response in refused} == {413}
+    assert peak_rss_mib(pid) - before < 32
+    accepted = post_in_parallel(
+        f"{live.url}/predict",
+        12,
+        content=lossless_webp(3500, 3500),
+        headers={"content-type": "image/webp"},
+    )
+    assert {response.status_code for response in accepted} == {200}
+    peak = peak_rss_mib(pid) - before
+    print(f"peak RSS above idle with 12 x 12 MP WEBP in parallel: {peak:.0f} MiB")
+    assert peak < DECODE_BUDGET_MIB + MARGIN_MIB
+
+
+def test_json_flood_is_refused_and_the_loop_stays_responsive(live: LiveService) -> None:
+    flood = b'{"instances": [' + b"[]," * 5_500_000 + b"[]]}"  # 16.5 MB of empty arrays.
+    flood = flood[: 16 * 2**20 - 2] + b"]}"
+    pid = live.process.pid
+    reset_peak(pid)
+    before = rss_mib(pid)
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            assert httpx.get(f"{live.url}/health/live", timeout=5).status_code == 200
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.005)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        responses = post_in_parallel(
+            f"{live.url}/predict", 2, content=flood, headers={"content-type": "application/json"}
+        )
+    finally:
+        stop.set()
+        prober.join()
+    assert {response.status_code for response in responses} == {413}
+    assert max(latencies) < 0.1, max(latencies)
+    assert peak_rss_mib(pid) - before < 32  # Refused long before the bodies were in.
+
+
+def test_many_small_valid_images_still_answer(live: LiveService) -> None:
+    """The budget queues decodes; it does not refuse work that fits."""
+    digit = Image.fromarray((np.eye(28) * 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    digit.save(buffer, format="PNG")
+    files = [("files", (f"{index}.png", buffer.getvalue(), "image/png")) for index in range(200)]
+    response = httpx.post(f"{live.url}/predict", files=files, timeout=60)
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 200
+
+
+def test_json_bodies_are_what_they_claim(live: LiveService) -> None:
+    response = httpx.post(
+        f"{live.url}/predict",
+        content=json.dumps({"instances": [[0.5] * 784]}),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 200
