@@ -128,6 +128,7 @@ class AdmissionMiddleware:
             "the server is at capacity; retry after the time in Retry-After",
             details={"in_flight": self.admission.in_flight, "queued_items": queued},
             headers={"Retry-After": str(self.admission.retry_after_s(queued))},
+            path=scope["path"],
         )
         await send({"type": "http.response.start", "status": 503, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})

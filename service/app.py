@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse, HTMLResponse
 
 from service.admission import Admission, AdmissionMiddleware
-from service.api import feature_maps, health, models, predict
+from service.api import feature_maps, health, models, predict, v2
 from service.batching import BatchObserver, DynamicBatcher
 from service.config import Settings, get_settings
 from service.errors import ModelLoadError, install_error_handlers
@@ -157,7 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.serving = None
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (predict.router, feature_maps.router, models.router, health.router):
+    for router in (predict.router, feature_maps.router, models.router, health.router, v2.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     _add_offline_docs(app)

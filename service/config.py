@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         validation_alias=_renamed("max_items_per_request"),
         description="Most images or instances in one request (was MAX_BATCH_SIZE).",
     )
+    max_feature_map_items: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Most images in one V2 request that asks for feature-map outputs.",
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body, checked before reading."
     )

@@ -95,15 +95,26 @@ class ModelLoadError(RuntimeError):
     """A model cannot be loaded at start-up; the service refuses to start."""
 
 
+V2_PREFIX = "/v2"
+
+
 def error_response(
     status_code: int,
     code: str,
     message: str,
     details: Any = None,
     headers: Mapping[str, str] | None = None,
+    path: str = "",
 ) -> Response:
-    """The one JSON error shape."""
-    body = {"error": {"code": code, "message": message, "details": details}}
+    """The one JSON error shape; under /v2, the Open Inference Protocol's ``{"error": "..."}``.
+
+    Args:
+        path: the request's path, which decides the shape (V2 clients such as tritonclient read
+            the message from a string ``error`` field).
+    """
+    body: dict[str, Any] = {"error": {"code": code, "message": message, "details": details}}
+    if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
+        body = {"error": message}
     return Response(
         orjson.dumps(body),
         status_code=status_code,
@@ -118,7 +129,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 async def _service_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ServiceError)  # Registered for ServiceError only.
     return error_response(
-        error.status_code, error.code, error.message, error.details, error.headers
+        error.status_code, error.code, error.message, error.details, error.headers, request.url.path
     )
 
 
@@ -128,13 +139,20 @@ async def _validation_error(request: Request, error: Exception) -> Response:
         {"location": list(item.get("loc", ())), "message": item.get("msg", "")}
         for item in error.errors()
     ]
-    return error_response(422, "invalid_request", "the request does not match the API", details)
+    message = "the request does not match the API"
+    if request.url.path.startswith(V2_PREFIX):
+        message += ": " + "; ".join(
+            f"{'.'.join(map(str, d['location']))}: {d['message']}" for d in details
+        )
+    return error_response(422, "invalid_request", message, details, path=request.url.path)
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     code = _HTTP_CODES.get(error.status_code, "http_error")
-    return error_response(error.status_code, code, str(error.detail), None, error.headers)
+    return error_response(
+        error.status_code, code, str(error.detail), None, error.headers, request.url.path
+    )
 
 
 # nginx's code for "client closed request": the response is never delivered, but the metrics and
@@ -151,7 +169,9 @@ async def _client_gone(request: Request, error: Exception) -> Response:
 
 async def _unexpected_error(request: Request, error: Exception) -> Response:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "the server failed to handle this request")
+    return error_response(
+        500, "internal_error", "the server failed to handle this request", path=request.url.path
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

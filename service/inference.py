@@ -16,6 +16,7 @@ from service.payloads import Payload
 from service.preprocessing import arrays_to_batch, item_errors, prepare_image, read_header
 from service.runtime import FeatureMaps, ModelRuntime
 from service.state import ServingState
+from service.v2 import ParsedInference
 
 
 def preprocess_method(payload: Payload, model: ModelRuntime) -> PreprocessMethod:
@@ -159,3 +160,30 @@ def feature_maps_document(result: FeatureMapResult) -> dict[str, Any]:
             for name, values in result.maps.layers.items()
         ],
     }
+
+
+async def v2_infer(
+    state: ServingState, model: ModelRuntime, request: ParsedInference, deadline: Deadline
+) -> dict[str, np.ndarray]:
+    """Run a V2 inference: probabilities through the dynamic batcher, or (when feature maps are
+    asked for) one run of every requested output.
+
+    Returns:
+        output name -> float32 (N, ...).
+    """
+    state.observe_request(model.name, request.images.shape[0])
+    deadline.check()
+    layers = request.feature_map_layers
+    if not layers:
+        probabilities = await state.batchers[model.name].submit(
+            request.images, deadline.remaining()
+        )
+        return {model.card.probabilities_output: probabilities}
+    specs = {spec.output: spec.layer for spec in model.card.feature_maps}
+    loop = asyncio.get_running_loop()
+    maps = await loop.run_in_executor(
+        state.executor, model.feature_maps, request.images, [specs[name] for name in layers]
+    )
+    outputs = {model.card.probabilities_output: maps.probabilities}
+    outputs.update({name: maps.layers[specs[name]] for name in layers})
+    return outputs

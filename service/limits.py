@@ -42,10 +42,10 @@ class BodySizeLimitMiddleware:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await self._refuse(send, 400, "bad_request", "invalid Content-Length header")
+                await self._refuse(scope, send, 400, "bad_request", "invalid Content-Length header")
                 return
             if int(declared) > self.max_body_bytes:
-                await self._refuse_too_large(send)
+                await self._refuse_too_large(scope, send)
                 return
         received = 0
         response_started = False
@@ -69,17 +69,17 @@ class BodySizeLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except PayloadTooLargeError:
             if not response_started:  # Raised where no handler saw it.
-                await self._refuse_too_large(send)
+                await self._refuse_too_large(scope, send)
 
     def _too_large_message(self) -> str:
         return f"request body exceeds the limit of {self.max_body_bytes} bytes"
 
-    async def _refuse_too_large(self, send: Send) -> None:
-        await self._refuse(send, 413, "payload_too_large", self._too_large_message())
+    async def _refuse_too_large(self, scope: Scope, send: Send) -> None:
+        await self._refuse(scope, send, 413, "payload_too_large", self._too_large_message())
 
     @staticmethod
-    async def _refuse(send: Send, status: int, code: str, message: str) -> None:
-        response = error_response(status, code, message)
+    async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+        response = error_response(status, code, message, path=scope["path"])
         await send(
             {"type": "http.response.start", "status": status, "headers": response.raw_headers}
         )

@@ -180,9 +180,14 @@ async def _json_body(request: Request, limits: PayloadLimits) -> bytes:
     return b"".join(chunks)
 
 
+def json_value_count(text: bytes) -> int:
+    """An upper bound on the values a JSON text holds, counted without parsing it."""
+    return text.count(b",") + text.count(b"[")
+
+
 def _json_document(body: bytes, limits: PayloadLimits) -> dict[str, Any]:
     """Parse a JSON body that has been checked not to be a flood of values (``_json_body``)."""
-    values = body.count(b",") + body.count(b"[")
+    values = json_value_count(body)
     if values > limits.max_json_values:
         raise _json_flood_error(values, limits)
     try:

@@ -41,8 +41,10 @@ def load_api_keys(settings: Settings) -> list[bytes]:
     return [text.strip().encode() for text in texts if text.strip()]
 
 
-async def _refuse(send: Send, status: int, code: str, message: str, **headers: str) -> None:
-    response = error_response(status, code, message, headers=headers)
+async def _refuse(
+    scope: Scope, send: Send, status: int, code: str, message: str, **headers: str
+) -> None:
+    response = error_response(status, code, message, headers=headers, path=scope["path"])
     await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
 
@@ -75,6 +77,7 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         await _refuse(
+            scope,
             send,
             401,
             "unauthorized",
@@ -110,6 +113,7 @@ class OriginGuardMiddleware:
                 and not self._same_origin(origin, headers)
             ):
                 await _refuse(
+                    scope,
                     send,
                     403,
                     "forbidden_origin",
@@ -159,6 +163,6 @@ class ExposureMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if not self._allowed(scope["path"], _on_port(scope, self.operator_port)):
-                await _refuse(send, 404, "not_found", "Not Found")
+                await _refuse(scope, send, 404, "not_found", "Not Found")
                 return
         await self.app(scope, receive, send)

@@ -206,7 +206,7 @@ def test_docs_render_offline_from_packaged_assets(browser: Browser, server_url: 
     docs = context.new_page()
     docs.goto(f"{server_url}/docs")
     expect(docs.locator(".opblock-summary-path").first).to_be_visible(timeout=15_000)
-    expect(docs.get_by_text("/models/{name}/feature-maps").first).to_be_attached()
+    expect(docs.get_by_text("/v2/models/{name}/infer").first).to_be_attached()
     screenshot(docs, "docs-offline")
     assert outside == []
     context.close()

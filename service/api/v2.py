@@ -1,0 +1,193 @@
+"""The Open Inference Protocol (KServe V2) routes, with Triton's binary tensor extension.
+
+Errors use the protocol's own shape, ``{"error": "<message>"}``, with the same status codes as the
+rest of the service. Inference goes through the same admission, limits, deadlines, dynamic
+batcher and metrics as /predict.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service import inference, v2
+from service.api.deps import Serving, watching_client
+from service.api.responses import FastJSONResponse
+from service.errors import (
+    BadRequestError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
+from service.payloads import json_value_count
+from service.runtime import ModelRuntime
+from service.state import ServingState
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (V2)"])
+SERVER_NAME = "cnn-serve"
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": description, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]
+    }}}}
+    for status, description in {
+        400: "Malformed request, header or binary data.",
+        401: "API key needed.",
+        404: "Unknown model or version.",
+        413: "Body or batch over its limit.",
+        415: "Unsupported Content-Encoding.",
+        422: "Wrong input name, shape, datatype or values; unknown output; bad parameters.",
+        503: "Not ready, or at capacity (see Retry-After).",
+        504: "No result in time.",
+    }.items()
+}  # fmt: skip
+
+
+def _model(state: ServingState, name: str, version: str | None) -> ModelRuntime:
+    model = state.model(name)
+    if version is not None and version != model.card.version:
+        raise ModelNotFoundError(
+            f"model {name} has no version {version!r} (it has {model.card.version!r})"
+        )
+    return model
+
+
+@router.get("", responses=_ERRORS)
+async def server_metadata(state: Serving) -> dict[str, Any]:
+    """Server name, version and supported extensions."""
+    return {"name": SERVER_NAME, "version": "0.1.0", "extensions": v2.SERVER_EXTENSIONS}
+
+
+@router.get("/health/live")
+async def server_live() -> dict[str, bool]:
+    """The server answers."""
+    return {"live": True}
+
+
+@router.get("/health/ready", responses={503: _ERRORS[503]})
+async def server_ready(request: Request) -> Response:
+    """Every model is loaded and warmed up."""
+    ready = getattr(request.app.state, "serving", None) is not None
+    return FastJSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+@router.get("/models/{name}", responses=_ERRORS)
+@router.get("/models/{name}/versions/{version}", responses=_ERRORS)
+async def model_metadata(name: str, state: Serving, version: str | None = None) -> dict[str, Any]:
+    """The model's input and outputs (probabilities and every feature map)."""
+    return v2.model_metadata(_model(state, name, version).card)
+
+
+@router.get("/models/{name}/ready", responses=_ERRORS)
+@router.get("/models/{name}/versions/{version}/ready", responses=_ERRORS)
+async def model_ready(name: str, state: Serving, version: str | None = None) -> dict[str, Any]:
+    """The model is loaded and can serve."""
+    return {"name": _model(state, name, version).name, "ready": True}
+
+
+_INFER_DOCS: dict[str, Any] = {
+    "responses": {
+        **_ERRORS,
+        200: {
+            "description": "$inference_response; with binary outputs, the JSON header "
+            "(Inference-Header-Content-Length bytes) followed by the tensors' raw bytes.",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+    },
+    "openapi_extra": {
+        "parameters": [
+            {
+                "name": "Inference-Header-Content-Length",
+                "in": "header",
+                "required": False,
+                "description": "Length of the JSON header when binary tensors follow it; 0 for "
+                "a raw binary request (one FP32 image).",
+                "schema": {"type": "string", "pattern": "^[0-9]{1,10}$"},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": v2.InferenceRequest.model_json_schema(),
+                    "example": {
+                        "id": "42",
+                        "inputs": [
+                            {
+                                "name": "input",
+                                "shape": [1, 28, 28, 1],
+                                "datatype": "UINT8",
+                                "data": [0] * 784,
+                            }
+                        ],
+                        "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
+                    },
+                },
+                "application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"},
+                    "description": "JSON header, then binary tensors (Triton's extension).",
+                },
+            },
+        },
+    },
+}
+
+
+async def _body(request: Request, state: ServingState) -> bytes:
+    """The request body, decompressed (within the body limit) if it says it is compressed."""
+    body = await request.body()
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("identity", ""):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedMediaTypeError(f"Content-Encoding {encoding!r} is not supported")
+    limit = state.settings.max_body_bytes
+    decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        inflated = decompressor.decompress(body, limit + 1)
+    except zlib.error:
+        raise BadRequestError(f"the body is not valid {encoding} data") from None
+    if len(inflated) > limit or decompressor.unconsumed_tail:
+        raise PayloadTooLargeError(f"the decompressed body exceeds the limit of {limit} bytes")
+    return inflated
+
+
+async def _infer(state: ServingState, name: str, version: str | None, request: Request) -> Response:
+    model = _model(state, name, version)
+    deadline = state.deadline()
+    header, tail = v2.split_body(await _body(request, state), request.headers.get(v2.HEADER_LENGTH))
+    limits = state.payload_limits(model)
+    if json_value_count(header) > limits.max_json_values:
+        raise PayloadTooLargeError(
+            f"the JSON header holds more values than a batch of {limits.max_items} images needs"
+        )
+    parsed = v2.parse_request(
+        header, tail, model.card, limits.max_items, state.settings.max_feature_map_items
+    )
+    async with watching_client(request, deadline):
+        tensors = await inference.v2_infer(state, model, parsed, deadline)
+    body, header_length = v2.encode_response(model.card, parsed, tensors)
+    if header_length is None:
+        return Response(body, media_type="application/json")
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header_length)},
+    )
+
+
+@router.post("/models/{name}/infer", **_INFER_DOCS)
+async def infer(name: str, request: Request, state: Serving) -> Response:
+    """Run inference (JSON or binary tensors)."""
+    return await _infer(state, name, None, request)
+
+
+@router.post("/models/{name}/versions/{version}/infer", **_INFER_DOCS)
+async def infer_version(name: str, version: str, request: Request, state: Serving) -> Response:
+    """Run inference on a given model version (JSON or binary tensors)."""
+    return await _infer(state, name, version, request)

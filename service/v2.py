@@ -1,0 +1,356 @@
+"""The Open Inference Protocol ("KServe V2") with Triton's binary tensor and classification
+extensions: request parsing, tensor checks, and response encoding. No HTTP framework here.
+
+A request is a JSON header, optionally followed by the raw bytes of binary tensors (its length is
+then in ``Inference-Header-Content-Length``). This service's models take one input (``input``,
+FP32 [-1, H, W, 1] in [0, 1]; UINT8 0-255 is accepted too) and produce ``probabilities`` and one
+output per conv/pool layer (the feature maps), which a client asks for by name.
+
+Specifications: kserve/open-inference-protocol ``specification/protocol/inference_rest.md``;
+triton-inference-server/server ``docs/protocol/extension_binary_data.md`` and
+``extension_classification.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from model_card import ModelCard
+from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
+
+SERVER_EXTENSIONS = ["binary_tensor_data", "classification"]
+PLATFORM = "onnx_onnxv1"
+HEADER_LENGTH = "inference-header-content-length"
+# Datatypes a request may use for the image input, and how their values become [0, 1].
+INPUT_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
+# Every datatype the protocol defines, to tell "unknown" from "not accepted here".
+PROTOCOL_DATATYPES = {
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES", "BF16",
+}  # fmt: skip
+ParameterValue = str | int | float | bool
+
+
+class RequestInput(BaseModel):
+    """``$request_input``: one input tensor, its data in JSON or in the binary tail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    shape: list[int] = Field(max_length=8)
+    datatype: str
+    parameters: dict[str, ParameterValue] = {}
+    data: Any = None
+
+
+class RequestOutput(BaseModel):
+    """``$request_output``: an output to return, and how (binary, classification)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    parameters: dict[str, ParameterValue] = {}
+
+
+class InferenceRequest(BaseModel):
+    """``$inference_request``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    parameters: dict[str, ParameterValue] = {}
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+@dataclass(frozen=True)
+class OutputRequest:
+    """What to return for one output: as binary or JSON, classified (top ``classes``) or raw."""
+
+    name: str
+    binary: bool
+    classes: int | None
+
+
+@dataclass(frozen=True)
+class ParsedInference:
+    """A checked request: images float32 (N, H, W, 1) in [0, 1], and the outputs to return."""
+
+    request_id: str | None
+    images: np.ndarray
+    outputs: list[OutputRequest]
+
+    @property
+    def feature_map_layers(self) -> list[str]:
+        return [output.name for output in self.outputs if output.name != "probabilities"]
+
+
+def model_metadata(card: ModelCard) -> dict[str, Any]:
+    """``$metadata_model_response``: the input and every output, from the model card."""
+    height, width = card.image_size
+    outputs = [
+        {"name": card.probabilities_output, "datatype": "FP32", "shape": [-1, len(card.labels)]}
+    ] + [
+        {"name": spec.output, "datatype": "FP32", "shape": [-1, *spec.shape]}
+        for spec in card.feature_maps
+    ]
+    return {
+        "name": card.name,
+        "versions": [card.version],
+        "platform": PLATFORM,
+        "inputs": [{"name": card.input.name, "datatype": "FP32", "shape": [-1, height, width, 1]}],
+        "outputs": outputs,
+    }
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tail) of a request body.
+
+    Raises:
+        BadRequestError: the declared header length is not a number or exceeds the body.
+    """
+    if header_length is None:
+        return body, b""
+    if not header_length.strip().isdigit():
+        raise BadRequestError("Inference-Header-Content-Length must be a whole number")
+    length = int(header_length)
+    if length > len(body):
+        raise BadRequestError(
+            f"Inference-Header-Content-Length {length} exceeds the body's {len(body)} bytes"
+        )
+    return body[:length], body[length:]
+
+
+def parse_request(
+    header: bytes, tail: bytes, card: ModelCard, max_items: int, max_feature_map_items: int
+) -> ParsedInference:
+    """Check a V2 inference request against the model and turn it into model input.
+
+    An empty header with a binary tail is Triton's "raw binary request": one FP32 image.
+
+    Raises:
+        BadRequestError: malformed JSON, unknown datatype, binary sizes that do not add up.
+        InvalidInputError: wrong input name, shape, values; unknown output; bad parameters.
+        PayloadTooLargeError: more images than allowed.
+    """
+    if not header:
+        return _raw_binary_request(tail, card)
+    try:
+        request = InferenceRequest.model_validate(orjson.loads(header))
+    except orjson.JSONDecodeError as error:
+        raise BadRequestError(f"malformed JSON inference header: {error}") from None
+    except ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidInputError(f"invalid inference request at {where}: {first['msg']}") from None
+    if len(request.inputs) != 1 or request.inputs[0].name != card.input.name:
+        names = [item.name for item in request.inputs]
+        raise InvalidInputError(
+            f"model {card.name} takes one input {card.input.name!r}, not {names}"
+        )
+    images = _input_tensor(request.inputs[0], tail, card, max_items)
+    outputs = _requested_outputs(request, card)
+    parsed = ParsedInference(request.id, images, outputs)
+    if parsed.feature_map_layers and images.shape[0] > max_feature_map_items:
+        raise PayloadTooLargeError(
+            f"feature-map outputs are returned for at most {max_feature_map_items} images a "
+            f"request, not {images.shape[0]}"
+        )
+    return parsed
+
+
+def _raw_binary_request(tail: bytes, card: ModelCard) -> ParsedInference:
+    height, width = card.image_size
+    expected = height * width * 4
+    if len(tail) != expected:
+        raise InvalidInputError(
+            f"a raw binary request is one FP32 image of {expected} bytes, not {len(tail)}"
+        )
+    values = np.frombuffer(tail, dtype="<f4").reshape(1, height, width, 1)
+    return ParsedInference(
+        None, _checked_values(values), [OutputRequest("probabilities", True, None)]
+    )
+
+
+def _input_tensor(item: RequestInput, tail: bytes, card: ModelCard, max_items: int) -> np.ndarray:
+    """The input's values as float32 (N, H, W, 1) in [0, 1]."""
+    if item.datatype not in PROTOCOL_DATATYPES:
+        raise BadRequestError(f"unknown datatype {item.datatype!r}")
+    if item.datatype not in INPUT_DATATYPES:
+        raise InvalidInputError(
+            f"input {item.name!r} takes datatype FP32 (or UINT8 0-255), not {item.datatype}"
+        )
+    shape = _image_batch_shape(item.shape, card)
+    if shape[0] > max_items:
+        raise PayloadTooLargeError(
+            f"the batch has {shape[0]} items; the limit is {max_items}",
+            details={"max_items_per_request": max_items},
+        )
+    dtype = INPUT_DATATYPES[item.datatype]
+    count = math.prod(item.shape)
+    binary_size = item.parameters.get("binary_data_size")
+    if binary_size is not None:
+        values = _binary_values(binary_size, tail, count, dtype)
+    else:
+        if tail:
+            raise BadRequestError("binary data follows the header but no input declares it")
+        values = _json_values(item.data, count, dtype)
+    if dtype == np.uint8:
+        return (values.astype(np.float32) / np.float32(255.0)).reshape(shape)
+    return _checked_values(values.astype(np.float32).reshape(shape))
+
+
+def _image_batch_shape(shape: list[int], card: ModelCard) -> tuple[int, int, int, int]:
+    """(N, H, W, 1) for a declared [N, H, W, 1], [N, H, W] or [N, H * W]."""
+    height, width = card.image_size
+    accepted = ([height, width, 1], [height, width], [height * width])
+    if len(shape) < 2 or shape[0] < 1 or shape[1:] not in accepted:
+        raise InvalidInputError(
+            f"input shape must be [N, {height}, {width}, 1] (or [N, {height}, {width}], "
+            f"[N, {height * width}]) with N >= 1, not {shape}"
+        )
+    return shape[0], height, width, 1
+
+
+def _binary_values(size: ParameterValue, tail: bytes, count: int, dtype: np.dtype) -> np.ndarray:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise BadRequestError("binary_data_size must be a whole number of bytes")
+    if size != count * dtype.itemsize:
+        raise InvalidInputError(
+            f"binary_data_size {size} does not match the shape: {count} values of "
+            f"{dtype.itemsize} bytes"
+        )
+    if len(tail) != size:
+        raise BadRequestError(
+            f"the body carries {len(tail)} bytes of binary data; the inputs declare {size}"
+        )
+    return np.frombuffer(tail, dtype=dtype)
+
+
+def _json_values(data: Any, count: int, dtype: np.dtype) -> np.ndarray:
+    if not isinstance(data, list):
+        raise InvalidInputError("the input's data must be a JSON array (or binary_data_size)")
+    try:
+        values = np.asarray(data, dtype=np.float64).ravel()
+    except (ValueError, TypeError):
+        raise InvalidInputError("the input's data must be numbers in a regular array") from None
+    if values.size != count:
+        raise InvalidInputError(
+            f"the input's data holds {values.size} values; its shape says {count}"
+        )
+    if dtype == np.uint8 and (
+        not np.isfinite(values).all()
+        or (values != np.round(values)).any()
+        or values.min() < 0
+        or values.max() > 255
+    ):
+        raise InvalidInputError("UINT8 data must be whole numbers from 0 to 255")
+    return values.astype(dtype)
+
+
+def _checked_values(values: np.ndarray) -> np.ndarray:
+    if not np.isfinite(values).all():
+        raise InvalidInputError("the input contains NaN or infinite values")
+    if values.size and (values.min() < 0.0 or values.max() > 1.0):
+        raise InvalidInputError(
+            "FP32 input values must lie in [0, 1] (send UINT8 for 0-255 pixels)",
+            details={"min": float(values.min()), "max": float(values.max())},
+        )
+    return values
+
+
+def _requested_outputs(request: InferenceRequest, card: ModelCard) -> list[OutputRequest]:
+    binary_default = _flag(request.parameters, "binary_data_output", False)
+    known = [card.probabilities_output, *(spec.output for spec in card.feature_maps)]
+    if request.outputs is None:
+        return [OutputRequest(card.probabilities_output, binary_default, None)]
+    outputs = []
+    for item in request.outputs:
+        if item.name not in known:
+            raise InvalidInputError(
+                f"model {card.name} has no output {item.name!r}; it has {known}"
+            )
+        classes = item.parameters.get("classification")
+        if classes is not None:
+            if item.name != card.probabilities_output:
+                raise InvalidInputError("classification applies to the probabilities output only")
+            if isinstance(classes, bool) or not isinstance(classes, int):
+                raise InvalidInputError("classification must be a whole number of classes")
+            if not 1 <= classes <= len(card.labels):
+                raise InvalidInputError(f"classification must be between 1 and {len(card.labels)}")
+        binary = _flag(item.parameters, "binary_data", binary_default)
+        outputs.append(OutputRequest(item.name, binary, classes))
+    if len({output.name for output in outputs}) != len(outputs):
+        raise InvalidInputError("an output is requested twice")
+    return outputs
+
+
+def _flag(parameters: dict[str, ParameterValue], name: str, default: bool) -> bool:
+    value = parameters.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"parameter {name} must be true or false")
+    return value
+
+
+def classification_strings(
+    probabilities: np.ndarray, labels: list[str], classes: int
+) -> list[bytes]:
+    """Triton's "value:index:label" strings for the top ``classes`` of each row, row by row.
+
+    Args:
+        probabilities: float32 (N, len(labels)).
+    """
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :classes]
+    return [
+        f"{probabilities[row, index]:.6f}:{index}:{labels[index]}".encode()
+        for row in range(probabilities.shape[0])
+        for index in order[row]
+    ]
+
+
+def encode_response(
+    card: ModelCard, parsed: ParsedInference, tensors: dict[str, np.ndarray]
+) -> tuple[bytes, int | None]:
+    """The response body and, when it carries binary tensors, the JSON header's length.
+
+    Args:
+        tensors: output name -> float32 (N, ...) for each requested output.
+    """
+    outputs: list[dict[str, Any]] = []
+    binary_parts: list[bytes] = []
+    for requested in parsed.outputs:
+        values = tensors[requested.name]
+        if requested.classes is not None:
+            strings = classification_strings(values, card.labels, requested.classes)
+            entry: dict[str, Any] = {
+                "name": requested.name,
+                "datatype": "BYTES",
+                "shape": [values.shape[0], requested.classes],
+            }
+            data: Any = [text.decode() for text in strings]
+            raw = b"".join(struct.pack("<I", len(text)) + text for text in strings)
+        else:
+            entry = {"name": requested.name, "datatype": "FP32", "shape": list(values.shape)}
+            data = values.ravel()
+            raw = values.astype("<f4", copy=False).tobytes()
+        if requested.binary:
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            binary_parts.append(raw)
+        else:
+            entry["data"] = data
+        outputs.append(entry)
+    document: dict[str, Any] = {"model_name": card.name, "model_version": card.version}
+    if parsed.request_id is not None:
+        document["id"] = parsed.request_id
+    document["outputs"] = outputs
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not binary_parts:
+        return header, None
+    return header + b"".join(binary_parts), len(header)

@@ -1,0 +1,333 @@
+"""The Open Inference Protocol (KServe V2), driven by NVIDIA's own tritonclient over real HTTP,
+plus the protocol's edge cases by hand."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from collections.abc import Iterator
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.http as triton
+from fastapi.testclient import TestClient
+from tritonclient.utils import InferenceServerException
+
+from tests.conftest import MODELS_DIR
+from tests.servers import LiveService, running_service
+
+MODEL = "mnist-deep-cnn"
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[LiveService]:
+    with running_service(workers=1) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def triton_client(live: LiveService) -> Iterator[triton.InferenceServerClient]:
+    client = triton.InferenceServerClient(live.url.removeprefix("http://"))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def direct() -> ort.InferenceSession:
+    return ort.InferenceSession(str(MODELS_DIR / MODEL / "model.onnx"))
+
+
+def batch(mnist_digits: tuple[np.ndarray, np.ndarray], count: int) -> np.ndarray:
+    images, _ = mnist_digits
+    return (images[:count].astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+def test_health_readiness_and_metadata(triton_client: triton.InferenceServerClient) -> None:
+    assert triton_client.is_server_live() and triton_client.is_server_ready()
+    assert triton_client.is_model_ready(MODEL)
+    assert triton_client.is_model_ready(MODEL, model_version="1")
+    assert not triton_client.is_model_ready("resnet")
+    server = triton_client.get_server_metadata()
+    assert "binary_tensor_data" in server["extensions"] and "classification" in server["extensions"]
+    metadata = triton_client.get_model_metadata(MODEL)
+    card = json.loads((MODELS_DIR / MODEL / "model.json").read_text())
+    assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 28, 28, 1]}]
+    names = [output["name"] for output in metadata["outputs"]]
+    assert names == ["probabilities", *(layer["output"] for layer in card["feature_maps"])]
+    assert metadata["platform"] == "onnx_onnxv1" and metadata["versions"] == [card["version"]]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_inference_equals_onnxruntime(
+    triton_client: triton.InferenceServerClient,
+    direct: ort.InferenceSession,
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+    binary: bool,
+) -> None:
+    images = batch(mnist_digits, 16)
+    tensor = triton.InferInput("input", list(images.shape), "FP32")
+    tensor.set_data_from_numpy(images, binary_data=binary)
+    output = triton.InferRequestedOutput("probabilities", binary_data=binary)
+    result = triton_client.infer(MODEL, [tensor], outputs=[output], request_id="abc-1")
+    (expected,) = direct.run(["probabilities"], {"input": images})
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-5, atol=1e-6)
+    response = result.get_response()
+    assert response["id"] == "abc-1" and response["model_name"] == MODEL
+
+
+def test_default_outputs_are_binary_probabilities_only(
+    triton_client: triton.InferenceServerClient,
+    direct: ort.InferenceSession,
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images = batch(mnist_digits, 4)
+    tensor = triton.InferInput("input", list(images.shape), "FP32")
+    tensor.set_data_from_numpy(images)  # Binary, tritonclient's default.
+    result = triton_client.infer(MODEL, [tensor])  # No outputs: binary_data_output=true.
+    outputs = result.get_response()["outputs"]
+    assert [output["name"] for output in outputs] == ["probabilities"]
+    assert outputs[0]["parameters"]["binary_data_size"] == 4 * 10 * 4
+    (expected,) = direct.run(["probabilities"], {"input": images})
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_uint8_input_is_scaled_like_the_binary_body(
+    triton_client: triton.InferenceServerClient,
+    direct: ort.InferenceSession,
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, _ = mnist_digits
+    pixels = images[:8][..., np.newaxis]
+    tensor = triton.InferInput("input", list(pixels.shape), "UINT8")
+    tensor.set_data_from_numpy(pixels)
+    result = triton_client.infer(MODEL, [tensor])
+    (expected,) = direct.run(["probabilities"], {"input": pixels.astype(np.float32) / 255.0})
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_feature_maps_by_output_name(
+    triton_client: triton.InferenceServerClient,
+    direct: ort.InferenceSession,
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+    binary: bool,
+) -> None:
+    images = batch(mnist_digits, 2)
+    tensor = triton.InferInput("input", list(images.shape), "FP32")
+    tensor.set_data_from_numpy(images, binary_data=binary)
+    outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in ("conv1", "pool2")]
+    result = triton_client.infer(MODEL, [tensor], outputs=outputs)
+    conv1, pool2 = direct.run(["conv1", "pool2"], {"input": images})
+    np.testing.assert_allclose(result.as_numpy("conv1"), conv1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(result.as_numpy("pool2"), pool2, rtol=1e-5, atol=1e-5)
+    assert result.as_numpy("probabilities") is None  # Only what was asked for.
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_classification_extension(
+    triton_client: triton.InferenceServerClient,
+    direct: ort.InferenceSession,
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+    binary: bool,
+) -> None:
+    images = batch(mnist_digits, 3)
+    tensor = triton.InferInput("input", list(images.shape), "FP32")
+    tensor.set_data_from_numpy(images)
+    output = triton.InferRequestedOutput("probabilities", binary_data=binary, class_count=3)
+    result = triton_client.infer(MODEL, [tensor], outputs=[output])
+    classes = result.as_numpy("probabilities")
+    assert classes.shape == (3, 3)
+    (expected,) = direct.run(["probabilities"], {"input": images})
+    for row, entries in enumerate(classes):
+        # Binary BYTES come back as bytes, JSON ones as str: the same text either way.
+        parsed = [
+            (entry.decode() if isinstance(entry, bytes) else entry).split(":") for entry in entries
+        ]
+        indices = [int(index) for _, index, _ in parsed]
+        assert indices == np.argsort(-expected[row])[:3].tolist()
+        assert [label for _, _, label in parsed] == [str(index) for index in indices]
+        assert float(parsed[0][0]) == pytest.approx(expected[row].max(), abs=1e-5)
+
+
+def test_errors_reach_tritonclient_as_messages(
+    triton_client: triton.InferenceServerClient, mnist_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images = batch(mnist_digits, 1)
+    wrong = triton.InferInput("image", list(images.shape), "FP32")
+    wrong.set_data_from_numpy(images)
+    with pytest.raises(InferenceServerException, match="takes one input 'input'") as raised:
+        triton_client.infer(MODEL, [wrong])
+    assert raised.value.status() == "422"
+    with pytest.raises(InferenceServerException, match="no model named") as missing:
+        triton_client.infer("resnet", [wrong])
+    assert missing.value.status() == "404"
+    nan = images.copy()
+    nan[0, 3, 3, 0] = np.nan
+    tensor = triton.InferInput("input", list(nan.shape), "FP32")
+    tensor.set_data_from_numpy(nan)
+    with pytest.raises(InferenceServerException, match="NaN"):
+        triton_client.infer(MODEL, [tensor])
+
+
+# ---- protocol edge cases, by hand -------------------------------------------------------------
+
+INPUT = {"name": "input", "shape": [1, 28, 28, 1], "datatype": "FP32", "data": [0.0] * 784}
+
+
+def v2_error(response: object, status: int) -> str:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    body = response.json()  # type: ignore[attr-defined]
+    assert set(body) == {"error"} and isinstance(body["error"], str)
+    return str(body["error"])
+
+
+def test_id_is_echoed_and_absent_when_not_sent(client: TestClient) -> None:
+    url = f"/v2/models/{MODEL}/infer"
+    assert client.post(url, json={"id": "x-9", "inputs": [INPUT]}).json()["id"] == "x-9"
+    assert "id" not in client.post(url, json={"inputs": [INPUT]}).json()
+
+
+def test_versioned_routes(client: TestClient) -> None:
+    assert client.get(f"/v2/models/{MODEL}/versions/1").status_code == 200
+    assert client.get(f"/v2/models/{MODEL}/versions/1/ready").json()["ready"] is True
+    ok = client.post(f"/v2/models/{MODEL}/versions/1/infer", json={"inputs": [INPUT]})
+    assert ok.status_code == 200 and ok.json()["model_version"] == "1"
+    assert "no version" in v2_error(client.get(f"/v2/models/{MODEL}/versions/7"), 404)
+
+
+@pytest.mark.parametrize(
+    "request_body, status, fragment",
+    [
+        ({"inputs": [INPUT], "outputs": [{"name": "logits"}]}, 422, "no output 'logits'"),
+        ({"inputs": [{**INPUT, "data": [0.0] * 783}]}, 422, "783 values"),
+        ({"inputs": [{**INPUT, "shape": [1, 27, 28, 1]}]}, 422, "input shape"),
+        ({"inputs": [{**INPUT, "shape": [0, 28, 28, 1], "data": []}]}, 422, "N >= 1"),
+        ({"inputs": [{**INPUT, "datatype": "FP128"}]}, 400, "unknown datatype"),
+        ({"inputs": [{**INPUT, "datatype": "INT64"}]}, 422, "takes datatype FP32"),
+        ({"inputs": [{**INPUT, "data": [2.0] * 784}]}, 422, "[0, 1]"),
+        ({"inputs": [{**INPUT, "shape": [300, 784], "data": [0.0] * 784 * 300}]}, 413, "256"),
+        ({"inputs": [INPUT, INPUT]}, 422, "one input"),
+        ({"inputs": []}, 422, "inputs"),
+        (
+            {
+                "inputs": [INPUT],
+                "outputs": [{"name": "probabilities", "parameters": {"classification": 11}}],
+            },
+            422,
+            "between 1 and 10",
+        ),  # noqa: E501
+        (
+            {
+                "inputs": [INPUT],
+                "outputs": [{"name": "conv1", "parameters": {"classification": 2}}],
+            },
+            422,
+            "probabilities output only",
+        ),  # noqa: E501
+        ({"inputs": [INPUT], "parameters": {"binary_data_output": "yes"}}, 422, "true or false"),
+        ({"inputs": [INPUT], "colour": "red"}, 422, "colour"),
+    ],
+)
+def test_bad_tensors_are_4xx(
+    client: TestClient, request_body: dict[str, object], status: int, fragment: str
+) -> None:
+    response = client.post(f"/v2/models/{MODEL}/infer", json=request_body)
+    assert fragment in v2_error(response, status)
+
+
+def binary_request(header: dict[str, object], tail: bytes) -> tuple[bytes, dict[str, str]]:
+    text = json.dumps(header).encode()
+    return text + tail, {"inference-header-content-length": str(len(text))}
+
+
+def test_binary_sizes_must_add_up(client: TestClient) -> None:
+    url = f"/v2/models/{MODEL}/infer"
+    tensor = {"name": "input", "shape": [1, 28, 28, 1], "datatype": "FP32"}
+    good = np.zeros(784, dtype="<f4").tobytes()
+    body, headers = binary_request(
+        {"inputs": [{**tensor, "parameters": {"binary_data_size": 3136}}]}, good
+    )
+    assert client.post(url, content=body, headers=headers).status_code == 200
+    body, headers = binary_request(
+        {"inputs": [{**tensor, "parameters": {"binary_data_size": 3000}}]}, good[:3000]
+    )
+    assert "does not match the shape" in v2_error(
+        client.post(url, content=body, headers=headers), 422
+    )
+    body, headers = binary_request(
+        {"inputs": [{**tensor, "parameters": {"binary_data_size": 3136}}]}, good[:100]
+    )
+    assert "100 bytes" in v2_error(client.post(url, content=body, headers=headers), 400)
+
+
+def test_header_length_larger_than_the_body_is_400(client: TestClient) -> None:
+    response = client.post(
+        f"/v2/models/{MODEL}/infer",
+        content=b'{"inputs": []}',
+        headers={"inference-header-content-length": "5000"},
+    )
+    assert "exceeds the body" in v2_error(response, 400)
+    response = client.post(
+        f"/v2/models/{MODEL}/infer",
+        content=b'{"inputs": []}',
+        headers={"inference-header-content-length": "-3"},
+    )
+    v2_error(response, 400)
+
+
+def test_raw_binary_request_is_one_image(
+    client: TestClient, direct: ort.InferenceSession, mnist_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    image = batch(mnist_digits, 1)
+    response = client.post(
+        f"/v2/models/{MODEL}/infer",
+        content=image.astype("<f4").tobytes(),
+        headers={"inference-header-content-length": "0"},
+    )
+    assert response.status_code == 200
+    length = int(response.headers["inference-header-content-length"])
+    header = json.loads(response.content[:length])
+    probabilities = np.frombuffer(response.content[length:], dtype="<f4").reshape(1, 10)
+    (expected,) = direct.run(["probabilities"], {"input": image})
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+    assert header["outputs"][0]["parameters"]["binary_data_size"] == 40
+
+
+def test_binary_classification_strings_are_length_prefixed(client: TestClient) -> None:
+    request = {
+        "inputs": [INPUT],
+        "outputs": [
+            {"name": "probabilities", "parameters": {"classification": 2, "binary_data": True}}
+        ],
+    }
+    response = client.post(f"/v2/models/{MODEL}/infer", json=request)
+    length = int(response.headers["inference-header-content-length"])
+    tail = response.content[length:]
+    first = struct.unpack("<I", tail[:4])[0]
+    assert tail[4 : 4 + first].decode().count(":") == 2
+
+
+def test_gzip_bodies_are_accepted_and_bombs_are_not(client: TestClient) -> None:
+    url = f"/v2/models/{MODEL}/infer"
+    body = gzip.compress(json.dumps({"inputs": [INPUT]}).encode())
+    ok = client.post(url, content=body, headers={"content-encoding": "gzip"})
+    assert ok.status_code == 200
+    bomb = gzip.compress(b" " * (20 * 2**20))  # Expands past the 16 MiB body limit.
+    assert "decompressed" in v2_error(
+        client.post(url, content=bomb, headers={"content-encoding": "gzip"}), 413
+    )
+    assert "br" in v2_error(client.post(url, content=body, headers={"content-encoding": "br"}), 415)
+
+
+def test_unknown_model_everywhere_is_404_in_v2_shape(client: TestClient) -> None:
+    v2_error(client.get("/v2/models/resnet"), 404)
+    v2_error(client.get("/v2/models/resnet/ready"), 404)
+    v2_error(client.get("/v2/nothing-here"), 404)
+
+
+def test_v2_goes_through_the_metrics(client: TestClient) -> None:
+    client.post(f"/v2/models/{MODEL}/infer", json={"inputs": [INPUT]})
+    text = client.get("/metrics").text
+    assert 'route="/v2/models/{name}/infer",status="200"' in text
