@@ -1,7 +1,8 @@
 """HTTP transport guards, below and around the app.
 
 - ``guarded_protocol``: uvicorn's httptools protocol with a cap on header size and time limits on
-  receiving headers and bodies, so that slow or endless clients cannot hold connections forever;
+  receiving headers and bodies, so that slow or endless clients cannot hold connections forever,
+  and with connections balanced across worker processes (``ConnectionShare``);
 - ``HeadAsGetMiddleware``: HEAD works wherever GET does;
 - ``CutOffMiddleware``: a request still running when shutdown's grace period ends is answered
   with the JSON error shape (503), not uvicorn's plain-text 500.
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +22,37 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from service.config import Settings
 
 logger = logging.getLogger("service.transport")
+
+
+class ConnectionShare:
+    """This worker's count of open connections, beside its siblings', in shared memory.
+
+    The kernel spreads new connections over the workers' ``SO_REUSEPORT`` sockets by hash, so a
+    few long-lived connections (a load balancer's pool, a client's keep-alive pool) often land
+    unevenly: 3 and 1, or 4 and 0. A worker holding more than its fair share (all connections
+    over the number of workers, rounded up) answers its next request with ``Connection: close``;
+    the client reconnects, lands by hash again, and within a few requests the load is even.
+    """
+
+    counts: Any = None  # multiprocessing Array of ints, one per worker; None: one process
+    index = 0
+
+    @classmethod
+    def attach(cls, counts: Any, index: int) -> None:
+        cls.counts, cls.index = counts, index
+        counts[index] = 0  # A replaced worker's connections died with it.
+
+    @classmethod
+    def opened(cls, change: int) -> None:
+        if cls.counts is not None:
+            cls.counts[cls.index] += change  # Only this worker writes its own slot.
+
+    @classmethod
+    def over_share(cls) -> bool:
+        if cls.counts is None:
+            return False
+        counts: list[int] = list(cls.counts)
+        return counts[cls.index] > math.ceil(sum(counts) / len(counts))
 
 
 def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
@@ -40,6 +74,7 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        ConnectionShare.opened(+1)
         self._header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._arm(self.header_timeout_s, "send its request headers")
@@ -102,6 +137,8 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._arm(self.body_timeout_s, "send its request body")
         super().on_headers_complete()
+        if self.cycle is not None and ConnectionShare.over_share():
+            self.cycle.keep_alive = False  # Answered with Connection: close; see ConnectionShare.
 
     def on_message_complete(self) -> None:
         self._disarm()
@@ -109,6 +146,7 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        ConnectionShare.opened(-1)
         super().connection_lost(exc)
 
 

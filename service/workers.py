@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from service.app import create_app
 from service.config import Settings
-from service.transport import guarded_protocol
+from service.transport import ConnectionShare, guarded_protocol
 
 logger = logging.getLogger("service.workers")
 RESTART_PAUSE_S = 0.5
@@ -182,12 +183,18 @@ def _die_with_parent() -> None:
 
 
 def _worker_main(
-    settings: Settings, sockets: list[socket.socket], ready: Event, supervisor_pid: int
+    settings: Settings,
+    sockets: list[socket.socket],
+    ready: Event,
+    supervisor_pid: int,
+    connection_counts: Any,
+    index: int,
 ) -> None:
     _die_with_parent()
     if os.getppid() != supervisor_pid:  # The supervisor died before prctl took effect.
         sys.exit(1)
     configure_allocator()
+    ConnectionShare.attach(connection_counts, index)
     configure_logging(settings)
     _Server(uvicorn_config(settings), ready, supervisor_pid).run(sockets=sockets)
 
@@ -216,6 +223,8 @@ class WorkerSupervisor:
         self.settings = settings
         self.context = multiprocessing.get_context("spawn")
         self.slots = [_Slot(listeners(settings)) for _ in range(workers)]
+        # Open connections per worker, shared so that workers can even them out.
+        self.connection_counts = self.context.Array("i", workers, lock=False)
         self.stopping = False
         self.failed = False
         self.reported_ready = False
@@ -223,9 +232,17 @@ class WorkerSupervisor:
     def _start(self, slot: _Slot) -> None:
         slot.ready = self.context.Event()
         slot.was_ready = False
+        index = self.slots.index(slot)
         slot.process = self.context.Process(
             target=_worker_main,
-            args=(self.settings, slot.sockets, slot.ready, os.getpid()),
+            args=(
+                self.settings,
+                slot.sockets,
+                slot.ready,
+                os.getpid(),
+                self.connection_counts,
+                index,
+            ),
             daemon=False,
         )
         slot.process.start()

@@ -180,3 +180,40 @@ def test_metrics_files_of_dead_workers_are_cleaned_and_removed_at_exit() -> None
         text = httpx.get(f"{service.url}/metrics").text
         assert "cnn_serve_requests_total" in text
     assert not metrics_dir.exists()
+
+
+def established_connections_by_worker(supervisor: int, port: int) -> dict[int, int]:
+    """Worker pid -> its established server-side connections on ``port`` (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01":  # 01: ESTABLISHED
+                inodes.add(fields[9])
+    counts = {}
+    for worker in workers_of(supervisor, 2):
+        sockets = []
+        for link in Path(f"/proc/{worker}/fd").iterdir():
+            try:
+                sockets.append(os.readlink(link))
+            except OSError:
+                continue
+        counts[worker] = sum(f"socket:[{inode}]" in sockets for inode in inodes)
+    return counts
+
+
+def test_a_few_keep_alive_connections_end_up_even_across_workers() -> None:
+    """4 long-lived connections to 2 workers: hashing alone splits them 3-1 or 4-0 five times
+    out of eight; workers over their share close one and the clients' reconnects even it out."""
+    with running_service(workers=2) as service:
+        for _ in range(5):
+            clients = [httpx.Client() for _ in range(4)]
+            for _ in range(20):
+                for client in clients:
+                    assert client.post(f"{service.url}/predict", json=DIGIT).status_code == 200
+            counts = established_connections_by_worker(service.process.pid, service.port)
+            assert sorted(counts.values()) == [2, 2], counts
+            for client in clients:
+                client.close()
+            time.sleep(0.2)
