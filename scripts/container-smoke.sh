@@ -37,7 +37,8 @@ echo "image adds ${added_mb} MB on top of its base (target: < 250 MB)"
 cmd=$(podman image inspect "$IMAGE" --format '{{json .Config.Cmd}}')
 user=$(podman image inspect "$IMAGE" --format '{{.Config.User}}')
 mapfile -t env_args < <(podman image inspect "$IMAGE" --format '{{range .Config.Env}}{{println .}}{{end}}' \
-  | sed '/^$/d' | sed "s/^CNN_SERVE_PORT=.*/CNN_SERVE_PORT=$PORT/" | sed 's/^/--env=/')
+  | sed '/^$/d' | sed '/^CNN_SERVE_PORT=/d' | sed 's/^/--env=/')
+env_args+=("--env=CNN_SERVE_PORT=$PORT")  # The image serves on the default port; moved for the test.
 mapfile -t cmd_args < <("$PYTHON" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$cmd")
 
 ctr=$(buildah from "$IMAGE")

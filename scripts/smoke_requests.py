@@ -37,6 +37,19 @@ def main(base_url: str) -> None:
         print(f"/feature-maps PNG: {picture.width}x{picture.height}")
         models = client.get("/models").json()
         print("models served:", [model["name"] for model in models["models"]])
+        assert client.get("/v2/health/ready").json() == {"ready": True}
+        v2 = client.post(
+            "/v2/models/mnist-deep-cnn/infer",
+            json={
+                "id": "smoke",
+                "inputs": [
+                    {"name": "input", "shape": [1, 784], "datatype": "UINT8", "data": [0] * 784}
+                ],
+                "outputs": [{"name": "probabilities", "parameters": {"classification": 1}}],
+            },
+        )
+        v2.raise_for_status()
+        print("V2 infer:", v2.json()["outputs"][0]["data"])
         bad = client.post("/predict", content=b"{", headers={"content-type": "application/json"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
         print("malformed JSON -> 400 JSON error")
