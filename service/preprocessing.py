@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, cast
 
 import cc3d
@@ -265,14 +266,18 @@ class Background:
         )
 
 
+@lru_cache(maxsize=64)
 def _quadratic_terms(shape: tuple[int, int]) -> np.ndarray:
+    """The 6 quadratic terms (1, r, c, rc, r², c²) at each pixel of a grid. float64 (H*W, 6)."""
     row_grid, column_grid = np.meshgrid(
         np.linspace(0.0, 1.0, shape[0]), np.linspace(0.0, 1.0, shape[1]), indexing="ij"
     )
     rows, columns = row_grid.ravel(), column_grid.ravel()
-    return np.stack(
+    terms = np.stack(
         [np.ones_like(rows), rows, columns, rows * columns, rows**2, columns**2], axis=1
     )
+    terms.setflags(write=False)
+    return terms
 
 
 def fit_background(gray: np.ndarray) -> Background:
@@ -293,10 +298,14 @@ def fit_background(gray: np.ndarray) -> Background:
     for _ in range(BACKGROUND_FIT_ROUNDS):
         residual = values - terms @ coefficients
         noise = 1.4826 * float(np.median(np.abs(residual[inliers])))
-        inliers = np.abs(residual) <= max(2.5 * noise, 2.0)
-        if inliers.sum() < terms.shape[1] * 4:
+        refined = np.abs(residual) <= max(2.5 * noise, 2.0)
+        if refined.sum() < terms.shape[1] * 4 or np.array_equal(refined, inliers):
             break
-        coefficients = np.linalg.lstsq(terms[inliers], values[inliers], rcond=None)[0]
+        inliers = refined
+        # Normal equations: a 6x6 solve is far cheaper than an SVD of the whole design matrix.
+        chosen = terms[inliers]
+        normal = chosen.T @ chosen + np.eye(terms.shape[1]) * 1e-9
+        coefficients = np.linalg.solve(normal, chosen.T @ values[inliers])
     return Background(coefficients, noise)
 
 
@@ -317,15 +326,20 @@ def ink_is_dark(gray: np.ndarray, invert: str) -> bool:
         gray: float32 (H, W) in [0, 255].
         invert: the model card's policy: ``auto``, ``always`` (ink is dark) or ``never``.
     """
-    if invert != "auto":
-        return invert == "always"
+    return _polarity_and_background(gray, invert)[0]
+
+
+def _polarity_and_background(gray: np.ndarray, invert: str) -> tuple[bool, Background]:
+    """(ink is dark, the background fitted on a thumbnail of ``gray``)."""
     thumbnail = _thumbnail(gray, POLARITY_SIDE)
     background = fit_background(thumbnail)
+    if invert != "auto":
+        return invert == "always", background
     residual = thumbnail - background.at(thumbnail.shape)
     clear = max(3.0 * background.noise, 4.0)
     darker = float(np.clip(-residual - clear, 0.0, None).sum())
     lighter = float(np.clip(residual - clear, 0.0, None).sum())
-    return darker > lighter
+    return darker > lighter, background
 
 
 def stroke_width(ink: np.ndarray) -> float:
@@ -367,20 +381,25 @@ def ink_map(gray: np.ndarray, spec: PreprocessingSpec) -> tuple[np.ndarray, floa
     Returns:
         float32 (h, w) >= 0, light ink on black, and the background's noise level (0-255).
     """
-    oriented = 255 - gray if ink_is_dark(gray, spec.invert) else gray
+    dark, background = _polarity_and_background(gray, spec.invert)
+    oriented = 255 - gray if dark else gray
+    if dark:  # The surface is fitted in [0, 1] coordinates: it fits any averaged size.
+        background = Background(-background.coefficients, background.noise)
+        background.coefficients[0] += 255.0
     factor = max(1, -(-max(gray.shape) // ANALYSIS_SIDE))
     averaged = _block_reduce(oriented, factor, "mean")
-    reduced = averaged
+    averaged_ink = np.clip(averaged - background.at(averaged.shape), 0.0, None)
     if factor > 1:
         strongest = _block_reduce(oriented, factor, "max")
         ink_blocks = _ink_above_background(strongest)
         # The share of a block that a stroke covers: about width / factor for thin strokes.
         strong = ink_blocks > 0.5 * ink_blocks.max()
-        coverage = _ink_above_background(averaged)[strong] / ink_blocks[strong]
+        coverage = averaged_ink[strong] / ink_blocks[strong]
         if strong.any() and float(np.median(coverage)) < THIN_STROKE_COVERAGE:
-            reduced = strongest
-    background = fit_background(_thumbnail(reduced, POLARITY_SIDE))
-    return np.clip(reduced - background.at(reduced.shape), 0.0, None), background.noise
+            # The maximum of each block sits above the background by the noise: refit there.
+            noise = fit_background(_thumbnail(strongest, POLARITY_SIDE)).noise
+            return ink_blocks, noise
+    return averaged_ink, background.noise
 
 
 def _ink_above_background(oriented: np.ndarray) -> np.ndarray:
