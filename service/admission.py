@@ -9,15 +9,10 @@ the CPU goes to the requests being served.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass, field
 
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from service.errors import error_response
-from service.metrics import ServiceMetrics
+from starlette.types import Scope
 
 INFERENCE_SUFFIXES = ("/predict", "/feature-maps", "/infer")
 # Smoothing of the throughput estimate: the weight of each new batch.
@@ -83,52 +78,3 @@ class Admission:
 def is_inference(scope: Scope) -> bool:
     path: str = scope["path"]
     return scope["method"] == "POST" and path.endswith(INFERENCE_SUFFIXES)
-
-
-class AdmissionMiddleware:
-    """Admit inference requests only while the worker has room; refuse the rest early."""
-
-    def __init__(
-        self, app: ASGIApp, admission: Admission, max_body_bytes: int, metrics: ServiceMetrics
-    ) -> None:
-        self.app = app
-        self.admission = admission
-        self.max_body_bytes = max_body_bytes
-        self.metrics = metrics
-
-    def _body_bytes(self, scope: Scope) -> int:
-        declared = Headers(scope=scope).get("content-length", "")
-        return (
-            min(int(declared), self.max_body_bytes) if declared.isdigit() else self.max_body_bytes
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_inference(scope):
-            await self.app(scope, receive, send)
-            return
-        body_bytes = self._body_bytes(scope)
-        if not self.admission.try_admit(body_bytes):
-            self.metrics.overload_refusals.inc()
-            await self._refuse(scope, send)
-            return
-        self.metrics.inflight_requests.set(self.admission.in_flight)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.admission.release(body_bytes)
-            self.metrics.inflight_requests.set(self.admission.in_flight)
-
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        serving = getattr(scope["app"].state, "serving", None)
-        queued = sum(b.queued_items for b in serving.batchers.values()) if serving else 0
-        await asyncio.sleep(self.admission.pause_s(queued))
-        response = error_response(
-            503,
-            "overloaded",
-            "the server is at capacity; retry after the time in Retry-After",
-            details={"in_flight": self.admission.in_flight, "queued_items": queued},
-            headers={"Retry-After": str(self.admission.retry_after_s(queued))},
-            path=scope["path"],
-        )
-        await send({"type": "http.response.start", "status": 503, "headers": response.raw_headers})
-        await send({"type": "http.response.body", "body": response.body})

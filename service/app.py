@@ -17,23 +17,18 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse, HTMLResponse
 
-from service.admission import Admission, AdmissionMiddleware
+from service.admission import Admission
 from service.api import feature_maps, health, models, predict, v2
 from service.batching import BatchObserver, DynamicBatcher
 from service.config import Settings, get_settings
+from service.edge import EdgeMiddleware
 from service.errors import ModelLoadError, install_error_handlers
-from service.limits import BodySizeLimitMiddleware, MemoryBudget
-from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.limits import MemoryBudget
+from service.metrics import ServiceMetrics
 from service.repository import discover_models
 from service.runtime import ModelRuntime
-from service.security import (
-    ApiKeyMiddleware,
-    ExposureMiddleware,
-    OriginGuardMiddleware,
-    load_api_keys,
-)
+from service.security import ApiKeys, ExposureRules, OriginPolicy, load_api_keys
 from service.state import ServingState
-from service.transport import CutOffMiddleware, HeadAsGetMiddleware
 
 logger = logging.getLogger("service")
 WEB_DIR = Path(__file__).parent / "web"
@@ -170,17 +165,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if keys:
         _document_bearer_auth(app)
 
-    # Added last = outermost: the size limit applies before anything reads the body, and a
-    # request cut off by shutdown still gets the JSON error shape.
-    app.add_middleware(HeadAsGetMiddleware)
-    app.add_middleware(
-        AdmissionMiddleware,
-        admission=admission,
-        max_body_bytes=settings.max_body_bytes,
-        metrics=metrics,
-    )
-    if keys:
-        app.add_middleware(ApiKeyMiddleware, keys=keys, operator_port=settings.operator_port)
     if settings.allowed_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -188,11 +172,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "x-dtype", "x-shape"],
         )
-    app.add_middleware(OriginGuardMiddleware, allowed_origins=settings.allowed_origins)
-    app.add_middleware(ExposureMiddleware, settings=settings)
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(CutOffMiddleware)
+    # Added last = outermost: every check runs before anything reads the body (service/edge.py).
+    app.add_middleware(
+        EdgeMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        admission=admission,
+        api_keys=ApiKeys(keys, settings.operator_port),
+        origins=OriginPolicy(settings.allowed_origins),
+        exposure=ExposureRules(settings),
+    )
     return app
 
 

@@ -1,11 +1,8 @@
 """HTTP transport guards, below and around the app.
 
-- ``guarded_protocol``: uvicorn's httptools protocol with a cap on header size and time limits on
-  receiving headers and bodies, so that slow or endless clients cannot hold connections forever,
-  and with connections balanced across worker processes (``ConnectionShare``);
-- ``HeadAsGetMiddleware``: HEAD works wherever GET does;
-- ``CutOffMiddleware``: a request still running when shutdown's grace period ends is answered
-  with the JSON error shape (503), not uvicorn's plain-text 500.
+``guarded_protocol``: uvicorn's httptools protocol with a cap on header size and time limits on
+receiving headers and bodies, so that slow or endless clients cannot hold connections forever,
+and with connections balanced across worker processes (``ConnectionShare``).
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ import math
 from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.config import Settings
@@ -30,16 +26,21 @@ class ConnectionShare:
     The kernel spreads new connections over the workers' ``SO_REUSEPORT`` sockets by hash, so a
     few long-lived connections (a load balancer's pool, a client's keep-alive pool) often land
     unevenly: 3 and 1, or 4 and 0. A worker holding more than its fair share (all connections
-    over the number of workers, rounded up) answers its next request with ``Connection: close``;
-    the client reconnects, lands by hash again, and within a few requests the load is even.
+    over the number of workers, rounded up) answers a request with ``Connection: close``; the
+    client reconnects, lands by hash again, and within a few requests the load is even.
+
+    Connections already told to close still count until they are gone, so a worker sheds exactly
+    its excess, one connection each, not every connection whose request arrives meanwhile (which
+    would send them all elsewhere and start the imbalance over).
     """
 
     counts: Any = None  # multiprocessing Array of ints, one per worker; None: one process
     index = 0
+    closing = 0  # This worker's connections told to close, not yet gone.
 
     @classmethod
     def attach(cls, counts: Any, index: int) -> None:
-        cls.counts, cls.index = counts, index
+        cls.counts, cls.index, cls.closing = counts, index, 0
         counts[index] = 0  # A replaced worker's connections died with it.
 
     @classmethod
@@ -48,11 +49,20 @@ class ConnectionShare:
             cls.counts[cls.index] += change  # Only this worker writes its own slot.
 
     @classmethod
-    def over_share(cls) -> bool:
+    def should_shed(cls) -> bool:
+        """Whether to close this connection after its response (and count it as closing)."""
         if cls.counts is None:
             return False
         counts: list[int] = list(cls.counts)
-        return counts[cls.index] > math.ceil(sum(counts) / len(counts))
+        staying = counts[cls.index] - cls.closing
+        if staying <= math.ceil(sum(counts) / len(counts)) or staying - min(counts) < 2:
+            return False
+        cls.closing += 1
+        return True
+
+    @classmethod
+    def shed_one_gone(cls) -> None:
+        cls.closing = max(0, cls.closing - 1)
 
 
 def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
@@ -75,6 +85,7 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         ConnectionShare.opened(+1)
+        self._shedding = False
         self._header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._arm(self.header_timeout_s, "send its request headers")
@@ -137,7 +148,8 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._arm(self.body_timeout_s, "send its request body")
         super().on_headers_complete()
-        if self.cycle is not None and ConnectionShare.over_share():
+        if self.cycle is not None and not self._shedding and ConnectionShare.should_shed():
+            self._shedding = True
             self.cycle.keep_alive = False  # Answered with Connection: close; see ConnectionShare.
 
     def on_message_complete(self) -> None:
@@ -147,6 +159,8 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         ConnectionShare.opened(-1)
+        if self._shedding:
+            ConnectionShare.shed_one_gone()
         super().connection_lost(exc)
 
 
@@ -161,74 +175,3 @@ def guarded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
             "body_timeout_s": settings.body_timeout_s,
         },
     )
-
-
-class HeadAsGetMiddleware:
-    """Answer HEAD like GET, without the body (FastAPI routes declare GET only)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
-            await self.app(scope, receive, send)
-            return
-
-        body_sent = False
-
-        async def send_headers_only(message: Message) -> None:
-            nonlocal body_sent
-            if message["type"] == "http.response.body":
-                if body_sent:
-                    return
-                body_sent = True
-                message = {"type": "http.response.body", "body": b"", "more_body": False}
-            await send(message)
-
-        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
-
-
-class CutOffMiddleware:
-    """Outermost: when shutdown cancels a request that has not answered yet, answer 503 JSON."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except asyncio.CancelledError:
-            if started:
-                raise
-            body = orjson.dumps(
-                {
-                    "error": {
-                        "code": "shutting_down",
-                        "message": "the server stopped before this request finished; retry",
-                        "details": None,
-                    }
-                }
-            )
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"retry-after", b"1"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            # The task was cancelled to end it; it has answered and now ends normally.

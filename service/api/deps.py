@@ -29,11 +29,17 @@ Serving = Annotated[ServingState, Depends(get_serving_state)]
 
 
 @asynccontextmanager
-async def watching_client(request: Request, deadline: Deadline) -> AsyncIterator[None]:
+async def watching_client(
+    request: Request, deadline: Deadline, active: bool = True
+) -> AsyncIterator[None]:
     """While the block runs, mark ``deadline`` as soon as the client disconnects.
 
-    Call after the body has been read: the next ASGI message is then the disconnect.
+    Call after the body has been read: the next ASGI message is then the disconnect. Watching
+    costs a task per request, so it is ``active`` only where the work is long (decoding images).
     """
+    if not active:
+        yield
+        return
 
     async def watch() -> None:
         while (await request.receive())["type"] != "http.disconnect":

@@ -44,7 +44,7 @@ async def _feature_maps(state: ServingState, model: ModelRuntime, request: Reque
     deadline = state.deadline()
     payload = await read_payload(request, FeatureMapOptions, state.payload_limits(model, 1))
     assert isinstance(payload.options, FeatureMapOptions)
-    async with watching_client(request, deadline):
+    async with watching_client(request, deadline, active=payload.images is not None):
         result = await inference.feature_maps(state, model, payload, deadline)
     if _wants_png(request, payload.options):
         layers = {name: values[0] for name, values in result.maps.layers.items()}

@@ -25,7 +25,7 @@ _DOCS = {
 async def _predict(state: ServingState, model: ModelRuntime, request: Request) -> FastJSONResponse:
     deadline = state.deadline()
     payload = await read_payload(request, PredictOptions, state.payload_limits(model))
-    async with watching_client(request, deadline):
+    async with watching_client(request, deadline, active=payload.images is not None):
         result = await inference.predict(state, model, payload, deadline)
     return FastJSONResponse(result)
 

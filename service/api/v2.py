@@ -169,7 +169,8 @@ async def _infer(state: ServingState, name: str, version: str | None, request: R
     parsed = v2.parse_request(
         header, tail, model.card, limits.max_items, state.settings.max_feature_map_items
     )
-    async with watching_client(request, deadline):
+    # Tensors need no decoding: the batcher's deadline bounds the wait, no watcher needed.
+    async with watching_client(request, deadline, active=False):
         tensors = await inference.v2_infer(state, model, parsed, deadline)
     body, header_length = v2.encode_response(model.card, parsed, tensors)
     if header_length is None:
