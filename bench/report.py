@@ -18,134 +18,180 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "benchmarks.png"
-SINGLE_FORMS = ("json", "base64-png", "binary")
 
-# Targets of issue #4, and the reference they come from.
-TARGET_SINGLE_RPS = 3_500
-TARGET_P99_MS = 25.0
-TARGET_BINARY_BATCH = 0.85
-TARGET_JSON_BATCH = 0.60
-TARGET_NAIVE_FACTOR = 20.0
-
-
-def _best_workers(report: dict[str, Any]) -> str:
-    def single_rps(workers: str) -> float:
-        return max(
-            row["requests_per_s"]
-            for row in report["service"][workers]
-            if row["concurrency"] == 32 and row["name"] in ("json", "binary")
-        )
-
-    return max(report["service"], key=single_rps)
+# Targets (issues #4 and #9).
+TARGET_V2_BINARY = 0.90  # V2 binary within 10 % of today's binary body.
+TARGET_BATCH = 0.80  # Batch-256 binary >= 80 % of in-process, for 1, 2 and 4 workers.
+# Measured side by side earlier (issue #9): this service at 3.3x MLServer and 6x BentoML.
+EARLIER_LEAD = {"mlserver": 3.3, "bentoml": 6.0}
+Row = dict[str, Any]
 
 
-def _row(rows: list[dict[str, Any]], name: str, concurrency: int | None = None) -> dict[str, Any]:
-    return next(
-        row
-        for row in rows
-        if row["name"] == name and (concurrency is None or row["concurrency"] == concurrency)
-    )
-
-
-def best_in_process(report: dict[str, Any], batch_size: str) -> float:
-    """The highest in-process images/s at a batch size, over every session/thread layout."""
-    return max(row[batch_size] for row in report["in_process"].values())
+def _row(rows: list[Row], name: str, concurrency: int) -> Row:
+    return next(row for row in rows if row["name"] == name and row["concurrency"] == concurrency)
 
 
 def _verdict(met: bool) -> str:
     return "met" if met else "**not met**"
 
 
-def targets(report: dict[str, Any]) -> list[str]:
-    """One table row per target of issue #4."""
-    workers = _best_workers(report)
-    rows = report["service"][workers]
-    limit = best_in_process(report, "256")
-    lines = []
-    for form in ("json", "binary"):
-        row = _row(rows, form, 32)
-        met = row["requests_per_s"] >= TARGET_SINGLE_RPS and row["p99_ms"] <= TARGET_P99_MS
+def limit(report: dict[str, Any], layout: str, batch_size: str) -> float:
+    return float(report["in_process"][layout][batch_size])
+
+
+def layout_for(workers: str) -> str:
+    return "1 session x 1 thread(s)" if workers == "1" else f"{workers} sessions x 1 thread"
+
+
+def single_table(report: dict[str, Any]) -> list[str]:
+    best_single = max(row["1"] for row in report["in_process"].values())
+    lines = [
+        "| body | concurrency | req/s | vs in-process batch 1 | p50 ms | p99 ms | non-2xx | "
+        "wrk CPU s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["single"]:
         lines.append(
-            f"| single-image {form}, c=32: >= {TARGET_SINGLE_RPS:,} req/s, p99 <= "
-            f"{TARGET_P99_MS:g} ms | {row['requests_per_s']:,.0f} req/s, p99 "
-            f"{row['p99_ms']:.1f} ms | {_verdict(met)} |"
+            f"| {row['name']} | {row['concurrency']} | {row['requests_per_s']:,.0f} | "
+            f"{row['requests_per_s'] / best_single:.2f}x | {row['p50_ms']:.2f} | "
+            f"{row['p99_ms']:.2f} | {row['non_2xx']} | {row['wrk_cpu_s']:.1f} |"
         )
-    for form, target in (
-        ("binary-batch256", TARGET_BINARY_BATCH),
-        ("json-batch256", TARGET_JSON_BATCH),
-    ):
-        # The issue names no concurrency for batches: report the best and the range.
-        ratios = {
-            row["concurrency"]: row["images_per_s"] / limit for row in rows if row["name"] == form
-        }
-        best = max(ratios, key=lambda concurrency: ratios[concurrency])
-        lines.append(
-            f"| {form}: >= {target:.0%} of in-process batch 256 | {ratios[best]:.0%} at "
-            f"c={best} ({ratios[best] * limit:,.0f} / {limit:,.0f} img/s); "
-            f"{min(ratios.values()):.0%}-{max(ratios.values()):.0%} over c="
-            f"{'/'.join(map(str, ratios))} | {_verdict(ratios[best] >= target)} |"
-        )
-    naive = report["naive"]["requests_per_s"]
-    best_json = _row(rows, "json", 8)["requests_per_s"]
-    factor = best_json / naive
-    lines.append(
-        f"| >= {TARGET_NAIVE_FACTOR:g}x the naive Keras server (JSON, c=8) | "
-        f"{factor:.0f}x ({best_json:,.0f} vs {naive:,.0f} req/s) | "
-        f"{_verdict(factor >= TARGET_NAIVE_FACTOR)} |"
-    )
     return lines
 
 
-def service_table(report: dict[str, Any], workers: str) -> list[str]:
+def batch_table(report: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(table lines, target rows) for batches of 256 with 1, 2 and 4 workers."""
     lines = [
-        "| body | concurrency | req/s | images/s | vs in-process | p50 ms | p99 ms | "
-        "non-2xx | wrk CPU s |",
+        "| workers | body | connections | images/s | in-process (same layout) | ratio | p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    targets = []
+    for workers, rows in report["batches"].items():
+        reference = limit(report, layout_for(workers), "256")
+        for row in rows:
+            ratio = row["images_per_s"] / reference
+            lines.append(
+                f"| {workers} | {row['name']} | {row['concurrency']} | "
+                f"{row['images_per_s']:,.0f} | {reference:,.0f} | {ratio:.0%} | "
+                f"{row['p99_ms']:.1f} |"
+            )
+            targets.append(
+                f"| {row['name']}, {workers} worker(s), {row['concurrency']} connections: "
+                f">= {TARGET_BATCH:.0%} of in-process | {ratio:.0%} | "
+                f"{_verdict(ratio >= TARGET_BATCH)} |"
+            )
+    return lines, targets
+
+
+def peer_table(report: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(table lines, target rows): each peer beside this service on the same body."""
+    best_single = max(row["1"] for row in report["in_process"].values())
+    ours = {"bentoml": "json", "mlserver": "v2-json"}
+    lines = [
+        "| server | body | concurrency | req/s | p50 ms | p99 ms | vs in-process | "
+        "cnn-serve on the same body | cnn-serve's lead |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in report["service"][workers]:
-        baseline = best_in_process(report, "256" if row["name"].endswith("batch256") else "1")
+    targets = []
+    for peer, rows in report.get("peers", {}).items():
+        for row in rows:
+            mine = _row(report["single"], ours[peer], row["concurrency"])
+            lead = mine["requests_per_s"] / row["requests_per_s"]
+            lines.append(
+                f"| {peer} | {ours[peer]} | {row['concurrency']} | "
+                f"{row['requests_per_s']:,.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+                f"{row['requests_per_s'] / best_single:.2f}x | {mine['requests_per_s']:,.0f} | "
+                f"{lead:.1f}x |"
+            )
+            targets.append(
+                f"| lead over {peer}, c={row['concurrency']}: keep >= {EARLIER_LEAD[peer]:g}x | "
+                f"{lead:.1f}x | {_verdict(lead >= EARLIER_LEAD[peer])} |"
+            )
+    return lines, targets
+
+
+def v2_targets(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for concurrency in (8, 32):
+        binary = _row(report["single"], "binary", concurrency)["requests_per_s"]
+        v2 = _row(report["single"], "v2-binary", concurrency)["requests_per_s"]
+        ratio = v2 / binary
         lines.append(
-            f"| {row['name']} | {row['concurrency']} | {row['requests_per_s']:,.0f} | "
-            f"{row['images_per_s']:,.0f} | {row['images_per_s'] / baseline:.2f}x | "
-            f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['non_2xx']} | "
-            f"{row['wrk_cpu_s']:.1f} |"
+            f"| V2 binary vs today's binary body, c={concurrency}: >= {TARGET_V2_BINARY:.0%} | "
+            f"{ratio:.0%} ({v2:,.0f} vs {binary:,.0f} req/s) | "
+            f"{_verdict(ratio >= TARGET_V2_BINARY)} |"
+        )
+    return lines
+
+
+def storm_lines(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "| overload handling | calm (32 connections) ok/s | storm (1,024 connections) ok/s | "
+        "goodput kept | refused/s | p99 of all answers ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, runs in report["storm"].items():
+        calm, storm = runs["calm"], runs["storm"]
+        refused = storm["requests_per_s"] - storm["ok_per_s"]
+        lines.append(
+            f"| {label} | {calm['ok_per_s']:,.0f} | {storm['ok_per_s']:,.0f} | "
+            f"{storm['ok_per_s'] / calm['ok_per_s']:.0%} | {refused:,.0f} | "
+            f"{storm['p99_ms']:.0f} |"
+        )
+    return lines
+
+
+def capacity_lines(report: dict[str, Any]) -> list[str]:
+    capacity = report["capacity"]
+    single = max(row["requests_per_s"] for row in report["single"] if row["name"] == "binary")
+    batch_two = max(row["images_per_s"] for row in report["batches"]["2"])
+    cpus = int(report["machine"].split(",")[-1].split()[0])
+    lines = [
+        "| figure | value |",
+        "|---|---|",
+        f"| single-image binary req/s per CPU core (2 workers on {cpus} cores) | "
+        f"{single / cpus:,.0f} |",
+        f"| batch-256 binary images/s per CPU core | {batch_two / cpus:,.0f} |",
+    ]
+    for workers, figures in capacity.items():
+        rss = figures["worker_rss_mib"]
+        lines.append(f"| {workers} worker(s): start to ready | {figures['ready_s']:.1f} s |")
+        lines.append(
+            f"| {workers} worker(s): memory per worker after load | "
+            f"{', '.join(f'{value:.0f}' for value in rss)} MiB |"
         )
     return lines
 
 
 def plot(report: dict[str, Any]) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for workers, rows in report["service"].items():
-        for form in SINGLE_FORMS:
-            points = [row for row in rows if row["name"] == form]
-            style = "-" if workers == "1" else "--"
-            axes[0].plot(
-                [row["concurrency"] for row in points],
-                [row["requests_per_s"] for row in points],
-                style,
-                marker="o",
-                label=f"{form}, {workers} worker(s)",
-            )
-            axes[1].plot(
-                [row["concurrency"] for row in points],
-                [row["p99_ms"] for row in points],
-                style,
-                marker="o",
-                label=f"{form}, {workers} worker(s)",
-            )
-    axes[0].axhline(TARGET_SINGLE_RPS, color="gray", linestyle=":", label="target")
-    axes[0].axhline(
-        report["naive"]["requests_per_s"], color="red", linestyle=":", label="naive Keras (c=8)"
-    )
-    axes[1].axhline(TARGET_P99_MS, color="gray", linestyle=":", label="target")
-    for axis, title in zip(axes, ("single-image /predict throughput", "p99 latency"), strict=True):
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("concurrent connections")
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
+    forms = sorted({row["name"] for row in report["single"]})
+    width = 0.8 / 2
+    for offset, concurrency in enumerate((8, 32)):
+        values = [_row(report["single"], form, concurrency)["requests_per_s"] for form in forms]
+        axes[0].bar(
+            [index + offset * width for index in range(len(forms))],
+            values,
+            width,
+            label=f"c={concurrency}",
+        )
+    axes[0].set_xticks([index + width / 2 for index in range(len(forms))], forms, rotation=20)
     axes[0].set_ylabel("requests/s")
-    axes[1].set_ylabel("ms")
-    axes[0].legend(fontsize=7)
+    axes[0].set_title("cnn-serve, single images, 2 workers")
+    peers = report.get("peers", {})
+    names = ["cnn-serve json", "cnn-serve v2-json", *(f"{peer}" for peer in peers)]
+    rows = [_row(report["single"], "json", 32), _row(report["single"], "v2-json", 32)]
+    rows += [
+        next(row for row in peer_rows if row["concurrency"] == 32) for peer_rows in peers.values()
+    ]
+    axes[1].bar(
+        names, [row["requests_per_s"] for row in rows], color=["C0", "C0", "C3", "C3"][: len(rows)]
+    )
+    axes[1].set_ylabel("requests/s")
+    axes[1].set_title("single-image JSON, c=32: same model.onnx, same machine")
+    for axis in axes:
+        axis.grid(alpha=0.3, axis="y")
+    axes[0].legend()
     figure.tight_layout()
     PLOT.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(PLOT, dpi=100)
@@ -154,92 +200,97 @@ def plot(report: dict[str, Any]) -> None:
 
 def write_report(report: dict[str, Any]) -> None:
     """Write the Markdown page and the plot."""
-    limits = report["in_process"]
+    batch_lines, batch_targets = batch_table(report)
+    peer_lines, peer_targets = peer_table(report)
     lines = [
         "# Benchmarks",
         "",
         f"Produced by `{report['command']}` on {report['date']} ({report['machine']}, "
-        f"onnxruntime {report['onnxruntime']}). Every figure below comes from that one run; "
-        "the machines are shared and noisy, so compare ratios within the run, not across runs.",
+        f"onnxruntime {report['onnxruntime']}), {report['duration_s']:g} s per load run. Every "
+        "figure below comes from that one run; the machines are shared and noisy (the same code "
+        "has measured 3x apart on two days), so compare ratios within the run, not across runs.",
         "",
         "Load generator: `wrk` (Debian) with one thread and a Lua script that POSTs a fixed body "
-        "(`bench/lua/post_file.lua`); it shares the 2 CPUs with the server, and the CPU seconds it "
-        "used are in the last column (out of 2 x run length available).",
+        "(`bench/lua/post_file.lua`); it shares the CPUs with the servers, and the CPU seconds it "
+        "used are in the tables.",
         "",
-        "## The limit: ONNX Runtime in-process",
-        "",
-        "| layout | batch 1 img/s | batch 32 img/s | batch 256 img/s |",
-        "|---|---|---|---|",
-    ]
-    for layout, row in limits.items():
-        lines.append(f"| {layout} | {row['1']:,.0f} | {row['32']:,.0f} | {row['256']:,.0f} |")
-    if "in_process_int8" in report:
-        lines += [
-            "",
-            "The int8 variant (`mnist-deep-cnn-int8`, 99.48 % vs 99.51 % test accuracy), "
-            "same measurement, and its speed-up over fp32:",
-            "",
-            "| layout | batch 1 img/s | batch 32 img/s | batch 256 img/s |",
-            "|---|---|---|---|",
-        ]
-        for layout, row in report["in_process_int8"].items():
-            cells = " | ".join(
-                f"{row[size]:,.0f} ({row[size] / limits[layout][size]:.2f}x)"
-                for size in ("1", "32", "256")
-            )
-            lines.append(f"| {layout} | {cells} |")
-    lines += [
-        "",
-        "## Targets (issue #4)",
-        "",
-        f"Best service configuration: {_best_workers(report)} worker process(es).",
+        "## Targets",
         "",
         "| target | measured | |",
         "|---|---|---|",
-        *targets(report),
+        *v2_targets(report),
+        *batch_targets,
+        *peer_targets,
         "",
+        "## The limit: ONNX Runtime in-process",
+        "",
+        "Sessions run in parallel from Python threads (ONNX Runtime releases the GIL): the "
+        "in-process equivalent of that many worker processes.",
+        "",
+        "| layout | batch 1 img/s | batch 32 img/s | batch 256 img/s | int8 batch 256 img/s |",
+        "|---|---|---|---|---|",
     ]
-    for workers in report["service"]:
-        lines += [
-            f"## The service, {workers} worker process(es)",
-            "",
-            "`vs in-process`: images/s over the best in-process figure at the same batch size "
-            "(batch 1 for single images, 256 for batches).",
-            "",
-            *service_table(report, workers),
-            "",
-        ]
-    if "json_batch256_decode_ms" in report:
-        decode_ms = report["json_batch256_decode_ms"]
-        limit = best_in_process(report, "256")
-        lines += [
-            "## Why JSON batches stay below target",
-            "",
-            f"A batch of 256 digits as JSON is {report['json_batch256_bytes'] / 1e6:.1f} MB of "
-            f"numbers. Decoding it (`orjson.loads`, then `numpy.asarray`) takes "
-            f"{decode_ms:.1f} ms per request in this run, on one core, before the model runs; "
-            f"the model itself needs {256 / limit * 1000:.1f} ms for 256 images on both cores. "
-            "Parsing text numbers costs more than inferring on them, so no server that takes "
-            "JSON numbers gets near the in-process figure; send binary bodies (uint8 "
-            "`application/octet-stream` or `.npy`, 200 KB for the same batch) when throughput "
-            "matters.",
-            "",
-        ]
-    naive = report["naive"]
+    for layout, row in report["in_process"].items():
+        int8 = report["in_process_int8"][layout]["256"]
+        lines.append(
+            f"| {layout} | {row['1']:,.0f} | {row['32']:,.0f} | {row['256']:,.0f} | "
+            f"{int8:,.0f} ({int8 / row['256']:.2f}x) |"
+        )
     lines += [
-        "## The naive baseline",
         "",
-        "FastAPI with a pydantic body calling Keras `model.predict` once per request "
-        "(`bench/naive_keras_server.py`), JSON single image, concurrency 8: "
-        f"{naive['requests_per_s']:,.0f} req/s, p50 {naive['p50_ms']:.1f} ms, "
-        f"p99 {naive['p99_ms']:.1f} ms.",
+        "## Single images, every body, 2 workers",
         "",
-        "![throughput and latency](benchmarks.png)",
+        '`json`: `{"instances": [28x28]}`; `binary`: 784 uint8 bytes; `v2-json`: an Open '
+        "Inference Protocol request with FP32 data; `v2-binary`: the same with a UINT8 binary "
+        "tensor and binary output (Triton's extension, as `tritonclient` sends it).",
         "",
-        "Reference: TorchServe's published MNIST benchmark serves 2,300-3,400 single-image "
-        "requests/s at p50 3-4 ms on a GPU (the figure quoted in issue #4).",
+        *single_table(report),
+        "",
+        "## Batches of 256, 2 connections per worker",
+        "",
+        *batch_lines,
+        "",
+        "Each worker owns a `SO_REUSEPORT` socket; a worker holding more than its share of "
+        "connections closes one after its next answer, so that 2 connections per worker end up "
+        "evenly spread instead of 3-1 or 4-0 as hashing alone often leaves them.",
+        "",
+        "## Peers on the same model.onnx",
+        "",
+        "BentoML 1.4.39 (`bench/peers/bentoml_service.py`: 2 workers, adaptive batching, "
+        '`@bentoml.api(batchable=True)`) takes the same `{"instances": ...}` JSON as '
+        "`/predict`; MLServer 1.7.1 (`bench/peers/mlserver/`: custom ONNX Runtime runtime, "
+        "adaptive batching, 2 parallel workers) speaks V2 and takes the same body as "
+        "`v2-json`. Each runs from its own virtual environment in `bench/.venvs`, with one ONNX "
+        "Runtime thread per worker and spinning off, like cnn-serve.",
+        "",
+        *peer_lines,
+        "",
+        "## A retry storm",
+        "",
+        "1,024 connections that resend as soon as any answer arrives (wrk's closed loop): far "
+        "more than the 2 x 128 requests the workers admit, so most get 503. `default` holds a "
+        "refusal back for the queue's drain time (at most 250 ms) before answering; `pause 0` "
+        "answers refusals at once.",
+        "",
+        *storm_lines(report),
+        "",
+        "## Capacity",
+        "",
+        *capacity_lines(report),
+        "",
+        "![throughput](benchmarks.png)",
         "",
     ]
+    if "naive" in report:
+        naive = report["naive"]
+        lines += [
+            "## The naive baseline",
+            "",
+            "FastAPI with a pydantic body calling Keras `model.predict` once per request "
+            "(`bench/naive_keras_server.py`), JSON single image, concurrency 8: "
+            f"{naive['requests_per_s']:,.0f} req/s, p99 {naive['p99_ms']:.1f} ms.",
+            "",
+        ]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(lines))
     plot(report)

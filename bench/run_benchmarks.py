@@ -1,12 +1,23 @@
-"""The whole throughput comparison in one run, on this machine.
+"""Every throughput figure of the project, in one run on this machine.
 
-1. The limit: ONNX Runtime in-process, images/s at batch 1, 32 and 256.
-2. The service (``python -m service``): single-image ``/predict`` req/s and p50/p99 latency at
-   concurrency 1, 8, 32, 64 for JSON, base64 PNG and binary bodies; batch-256 images/s for JSON
-   and binary bodies. Load comes from ``wrk`` (Debian) with one thread; its CPU time is recorded.
-3. The naive baseline: FastAPI calling Keras ``model.predict`` per request, concurrency 8.
+1. The limit: ONNX Runtime in-process, images/s at batch 1, 32 and 256 (fp32 and int8), with
+   1, 2 and 4 sessions in parallel (the layouts of 1, 2 and 4 workers).
+2. The service (2 workers): single images as JSON, base64 PNG, raw binary, V2 JSON and V2 binary,
+   at concurrency 8 and 32.
+3. Batches of 256: the raw binary body and the V2 binary body, 2 connections per worker, with 1,
+   2 and 4 workers, each against the in-process limit of the same layout.
+4. Peers serving the same model.onnx, started here from their own virtual environments
+   (``bench/.venvs``, made from ``bench/peers/*-requirements.txt`` when missing): BentoML with
+   adaptive batching, MLServer with a custom ONNX Runtime runtime and adaptive batching (V2).
+   Same single-image JSON bodies, concurrency 8 and 32.
+5. A retry storm: 1,024 connections that resend at once whatever the answer; goodput with the
+   default overload handling, and with refusals answered at once (``OVERLOAD_PAUSE_MS=0``).
+6. Capacity: start-to-ready time, memory per worker, throughput per core.
+7. The naive baseline: FastAPI calling Keras ``model.predict`` per request (``--naive``).
 
-Usage: ``python bench/run_benchmarks.py [--duration 5] [--workers 1 2]``; writes
+Load comes from ``wrk`` (Debian) with one thread, on the same CPUs; its CPU time is recorded.
+
+Usage: ``python bench/run_benchmarks.py [--duration 8] [--naive]``; writes
 ``bench/results/latest.json``, ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
 """
 
@@ -20,14 +31,11 @@ import os
 import platform
 import re
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +47,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import write_report  # noqa: E402
+from tests.servers import free_port, running_process, running_service  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "mnist-deep-cnn" / "model.onnx"
@@ -46,8 +55,11 @@ INT8_MODEL = ROOT / "models" / "mnist-deep-cnn-int8" / "model.onnx"
 FIXTURE = ROOT / "tests" / "fixtures" / "mnist_test_500.npz"
 LUA = ROOT / "bench" / "lua" / "post_file.lua"
 RESULTS = ROOT / "bench" / "results" / "latest.json"
-CONCURRENCIES = (1, 8, 32, 64)
-BATCH_CONCURRENCIES = (2, 4, 8)
+VENVS = ROOT / "bench" / ".venvs"
+PEERS = ROOT / "bench" / "peers"
+SINGLE_CONCURRENCIES = (8, 32)
+BATCH_WORKERS = (1, 2, 4)
+STORM_CONNECTIONS = 1024
 
 
 @dataclass
@@ -58,6 +70,7 @@ class LoadResult:
     concurrency: int
     requests_per_s: float
     images_per_s: float
+    ok_per_s: float
     p50_ms: float
     p99_ms: float
     non_2xx: int
@@ -66,10 +79,14 @@ class LoadResult:
     seconds: float
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@dataclass(frozen=True)
+class Body:
+    """A request body in a file, with its headers and the images it carries."""
+
+    path: Path
+    content_type: str
+    headers: str  # "Name: value|Name: value"
+    images: int
 
 
 def digits() -> np.ndarray:
@@ -113,23 +130,48 @@ def in_process_limit(
     return results
 
 
-def json_decode_ms(body: bytes, repeats: int = 20) -> float:
-    """Milliseconds to turn a JSON batch body into a float32 array (orjson + NumPy), no model."""
-    import orjson
+def v2_binary(images: np.ndarray) -> tuple[bytes, int]:
+    """A V2 request with UINT8 images as a binary tensor, binary output: (body, header size)."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [images.shape[0], 28, 28, 1],
+                    "datatype": "UINT8",
+                    "parameters": {"binary_data_size": images.size},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    return header + images.tobytes(), len(header)
 
-    started = time.perf_counter()
-    for _ in range(repeats):
-        np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
-    return (time.perf_counter() - started) / repeats * 1000
+
+def v2_json(images: np.ndarray) -> bytes:
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [images.shape[0], 28, 28, 1],
+                    "datatype": "FP32",
+                    "data": (images / 255.0).round(4).ravel().tolist(),
+                }
+            ]
+        }
+    ).encode()
 
 
-def request_bodies(directory: Path) -> dict[str, tuple[Path, str, str, int]]:
-    """name -> (body file, content type, extra headers, images per request)."""
+def request_bodies(directory: Path) -> dict[str, Body]:
+    """Every body the runs post, written to files for wrk."""
     images = digits()
     png = io.BytesIO()
     Image.fromarray(images[0]).save(png, format="PNG")
     batch = np.resize(images, (256, 28, 28))
-    bodies: dict[str, tuple[bytes, str, str, int]] = {
+    single_v2, single_header = v2_binary(images[:1])
+    batch_v2, batch_header = v2_binary(batch)
+    raw: dict[str, tuple[bytes, str, str, int]] = {
         "json": (
             json.dumps({"instances": [(images[0] / 255.0).round(4).tolist()]}).encode(),
             "application/json",
@@ -142,31 +184,33 @@ def request_bodies(directory: Path) -> dict[str, tuple[Path, str, str, int]]:
             "",
             1,
         ),
-        "binary": (
-            images[0].tobytes(),
+        "binary": (images[0].tobytes(), "application/octet-stream", "X-Shape: 1,28,28", 1),
+        "v2-json": (v2_json(images[:1]), "application/json", "", 1),
+        "v2-binary": (
+            single_v2,
             "application/octet-stream",
-            "X-Dtype: uint8|X-Shape: 1,28,28",
+            f"Inference-Header-Content-Length: {single_header}",
             1,
-        ),
-        "json-batch256": (
-            json.dumps({"instances": (batch / 255.0).round(4).tolist()}).encode(),
-            "application/json",
-            "",
-            256,
         ),
         "binary-batch256": (
             batch.tobytes(),
             "application/octet-stream",
-            "X-Dtype: uint8|X-Shape: 256,28,28",
+            "X-Shape: 256,28,28",
+            256,
+        ),
+        "v2-binary-batch256": (
+            batch_v2,
+            "application/octet-stream",
+            f"Inference-Header-Content-Length: {batch_header}",
             256,
         ),
     }
-    written = {}
-    for name, (body, content_type, headers, count) in bodies.items():
+    bodies = {}
+    for name, (content, content_type, headers, count) in raw.items():
         path = directory / f"{name}.body"
-        path.write_bytes(body)
-        written[name] = (path, content_type, headers, count)
-    return written
+        path.write_bytes(content)
+        bodies[name] = Body(path, content_type, headers, count)
+    return bodies
 
 
 def parse_duration_ms(text: str) -> float:
@@ -174,30 +218,17 @@ def parse_duration_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def run_wrk(
-    url: str, body: tuple[Path, str, str, int], name: str, concurrency: int, seconds: float
-) -> LoadResult:
-    path, content_type, headers, images_per_request = body
+def run_wrk(url: str, body: Body, name: str, concurrency: int, seconds: float) -> LoadResult:
     environment = {
         **os.environ,
-        "BODY_FILE": str(path),
-        "CONTENT_TYPE": content_type,
-        "EXTRA_HEADERS": headers,
+        "BODY_FILE": str(body.path),
+        "CONTENT_TYPE": body.content_type,
+        "EXTRA_HEADERS": body.headers,
     }
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{concurrency}",
-            f"-d{seconds:g}s",
-            "--latency",
-            "--timeout",
-            "10s",
-            "-s",
-            str(LUA),
-            url,
-        ],
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+        + ["-s", str(LUA), url],
         env=environment,
         capture_output=True,
         text=True,
@@ -205,117 +236,204 @@ def run_wrk(
     ).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     requests_per_s = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    elapsed = parse_duration_ms(re.search(r"requests in ([\d.]+\w+),", output).group(1)) / 1000  # type: ignore[union-attr]
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
     errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
     )
-    return LoadResult(
+    non_2xx = int(re.search(r"NON2XX (\d+)", output).group(1))  # type: ignore[union-attr]
+    result = LoadResult(
         name=name,
         concurrency=concurrency,
         requests_per_s=requests_per_s,
-        images_per_s=requests_per_s * images_per_request,
+        images_per_s=requests_per_s * body.images,
+        ok_per_s=(total - non_2xx) / elapsed,
         p50_ms=parse_duration_ms(percentiles["50"]),
         p99_ms=parse_duration_ms(percentiles["99"]),
-        non_2xx=int(re.search(r"NON2XX (\d+)", output).group(1)),  # type: ignore[union-attr]
+        non_2xx=non_2xx,
         socket_errors=sum(int(count) for count in errors.groups()) if errors else 0,
         wrk_cpu_s=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
         seconds=seconds,
     )
-
-
-@contextmanager
-def running(command: list[str], environment: dict[str, str], ready_url: str) -> Iterator[None]:
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env={**os.environ, **environment},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{command} did not become ready")
-            time.sleep(0.2)
-        yield
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-
-
-def bench_service(
-    workers: int, bodies: dict[str, tuple[Path, str, str, int]], seconds: float
-) -> list[LoadResult]:
-    port = free_port()
-    environment = {
-        "CNN_SERVE_PORT": str(port),
-        "CNN_SERVE_HOST": "127.0.0.1",
-        "CNN_SERVE_WORKERS": str(workers),
-        "CNN_SERVE_LOG_LEVEL": "warning",
-    }
-    url = f"http://127.0.0.1:{port}"
-    results = []
-    with running([sys.executable, "-m", "service"], environment, f"{url}/health/ready"):
-        for name in ("json", "base64-png", "binary"):
-            run_wrk(f"{url}/predict", bodies[name], name, 8, 1)  # Warm-up.
-            for concurrency in CONCURRENCIES:
-                results.append(run_wrk(f"{url}/predict", bodies[name], name, concurrency, seconds))
-                print(format_result(results[-1]), flush=True)
-        for name in ("json-batch256", "binary-batch256"):
-            run_wrk(f"{url}/predict", bodies[name], name, 4, 1)  # Warm-up.
-            for concurrency in BATCH_CONCURRENCIES:
-                results.append(run_wrk(f"{url}/predict", bodies[name], name, concurrency, seconds))
-                print(format_result(results[-1]), flush=True)
-    return results
-
-
-def bench_naive(bodies: dict[str, tuple[Path, str, str, int]], seconds: float) -> LoadResult:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench.naive_keras_server:app",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    probe = httpx.post  # The naive server has no health route: wait for a real answer.
-    process_ready = f"{url}/docs"
-    with running(command, {"TF_CPP_MIN_LOG_LEVEL": "3"}, process_ready):
-        probe(
-            f"{url}/predict",
-            content=bodies["json"][0].read_bytes(),
-            headers={"content-type": "application/json"},
-            timeout=60,
-        )
-        result = run_wrk(f"{url}/predict", bodies["json"], "naive-keras-json", 8, seconds)
     print(format_result(result), flush=True)
     return result
 
 
 def format_result(result: LoadResult) -> str:
     return (
-        f"{result.name:16s} c={result.concurrency:<3d} {result.requests_per_s:9.0f} req/s "
-        f"{result.images_per_s:9.0f} img/s p50 {result.p50_ms:6.2f} ms p99 "
-        f"{result.p99_ms:6.2f} ms non-2xx {result.non_2xx} wrk cpu {result.wrk_cpu_s:.1f} s"
+        f"{result.name:22s} c={result.concurrency:<5d} {result.requests_per_s:8.0f} req/s "
+        f"{result.images_per_s:8.0f} img/s ok {result.ok_per_s:8.0f}/s p50 {result.p50_ms:7.2f} "
+        f"ms p99 {result.p99_ms:7.2f} ms non-2xx {result.non_2xx} wrk cpu {result.wrk_cpu_s:.1f}s"
     )
+
+
+SINGLE_PATHS = {
+    "json": "/predict",
+    "base64-png": "/predict",
+    "binary": "/predict",
+    "v2-json": "/v2/models/mnist-deep-cnn/infer",
+    "v2-binary": "/v2/models/mnist-deep-cnn/infer",
+}
+
+
+def bench_single(bodies: dict[str, Body], seconds: float) -> list[LoadResult]:
+    """Single images in every form, 2 workers (one per CPU here)."""
+    results = []
+    with running_service(workers=2) as service:
+        for name, path in SINGLE_PATHS.items():
+            run_wrk(f"{service.url}{path}", bodies[name], name, 8, 1)  # Warm-up.
+            for concurrency in SINGLE_CONCURRENCIES:
+                results.append(
+                    run_wrk(f"{service.url}{path}", bodies[name], name, concurrency, seconds)
+                )
+    return results
+
+
+def bench_batches(bodies: dict[str, Body], seconds: float) -> dict[str, list[LoadResult]]:
+    """Batches of 256 at 2 connections per worker, with 1, 2 and 4 workers."""
+    results: dict[str, list[LoadResult]] = {}
+    for workers in BATCH_WORKERS:
+        runs = []
+        with running_service(workers=workers) as service:
+            for name, path in (
+                ("binary-batch256", "/predict"),
+                ("v2-binary-batch256", "/v2/models/mnist-deep-cnn/infer"),
+            ):
+                url = f"{service.url}{path}"
+                run_wrk(url, bodies[name], name, 2 * workers, 1)  # Warm-up.
+                runs.append(run_wrk(url, bodies[name], name, 2 * workers, seconds))
+        results[str(workers)] = runs
+    return results
+
+
+def peer_python(peer: str) -> Path:
+    """The peer's virtual environment's Python, made from its requirements file if missing."""
+    python = VENVS / peer / "bin" / "python"
+    if not python.exists():
+        print(f"== making {VENVS / peer} (one time)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENVS / peer)], check=True)
+        requirements = PEERS / f"{peer}-requirements.txt"
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], check=True
+        )
+    return python
+
+
+def bench_bentoml(bodies: dict[str, Body], seconds: float) -> list[LoadResult]:
+    python = peer_python("bentoml")
+    port = free_port()
+    command = [str(python), "-m", "bentoml", "serve", "bench.peers.bentoml_service:MnistOnnx"]
+    command += ["--port", str(port), "--host", "127.0.0.1"]
+    environment = {"BENTOML_DO_NOT_TRACK": "True", "PEER_WORKERS": "2"}
+    url = f"http://127.0.0.1:{port}"
+    results = []
+    with running_process(command, f"{url}/readyz", environment, timeout_s=180):
+        run_wrk(f"{url}/predict", bodies["json"], "bentoml-json", 8, 1)
+        for concurrency in SINGLE_CONCURRENCIES:
+            results.append(
+                run_wrk(f"{url}/predict", bodies["json"], "bentoml-json", concurrency, seconds)
+            )
+    return results
+
+
+def bench_mlserver(bodies: dict[str, Body], seconds: float) -> list[LoadResult]:
+    python = peer_python("mlserver")
+    port, grpc_port = free_port(), free_port()
+    mlserver = python.parent / "mlserver"
+    environment = {
+        "MLSERVER_HTTP_PORT": str(port),
+        "MLSERVER_GRPC_PORT": str(grpc_port),
+        "MLSERVER_HOST": "127.0.0.1",
+        "MLSERVER_METRICS_PORT": str(free_port()),
+    }
+    url = f"http://127.0.0.1:{port}"
+    infer = f"{url}/v2/models/mnist-deep-cnn/infer"
+    results = []
+    with running_process(
+        [str(mlserver), "start", str(PEERS / "mlserver")],
+        f"{url}/v2/models/mnist-deep-cnn/ready",
+        environment,
+        timeout_s=180,
+        cwd=PEERS / "mlserver",
+    ):
+        run_wrk(infer, bodies["v2-json"], "mlserver-v2-json", 8, 1)
+        for concurrency in SINGLE_CONCURRENCIES:
+            results.append(
+                run_wrk(infer, bodies["v2-json"], "mlserver-v2-json", concurrency, seconds)
+            )
+    return results
+
+
+def bench_storm(bodies: dict[str, Body], seconds: float) -> dict[str, Any]:
+    """Goodput when 1,024 connections resend at once, whatever the answer."""
+    results: dict[str, Any] = {}
+    for label, settings in (("default", {}), ("pause 0", {"overload_pause_ms": 0})):
+        with running_service(workers=2, **settings) as service:
+            url = f"{service.url}/predict"
+            run_wrk(url, bodies["binary"], "binary", 32, 1)
+            calm = run_wrk(url, bodies["binary"], "binary", 32, seconds)
+            storm = run_wrk(url, bodies["binary"], f"storm ({label})", STORM_CONNECTIONS, seconds)
+            results[label] = {"calm": asdict(calm), "storm": asdict(storm)}
+    return results
+
+
+def worker_rss_mib(supervisor: int) -> list[float]:
+    """Resident memory of each worker process of a supervisor."""
+    sizes = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) == supervisor and "spawn_main" in (entry / "cmdline").read_text():
+                status = (entry / "status").read_text()
+                sizes.append(int(status.split("VmRSS:")[1].split()[0]) / 1024)
+        except OSError:
+            continue
+    return sizes
+
+
+def bench_capacity(bodies: dict[str, Body]) -> dict[str, Any]:
+    """Start-to-ready time and memory per worker after warm-up, for 1 and 2 workers."""
+    capacity: dict[str, Any] = {}
+    for workers in (1, 2):
+        started = time.monotonic()
+        with running_service(workers=workers, timeout_s=120) as service:
+            ready_s = time.monotonic() - started
+            run_wrk(f"{service.url}/predict", bodies["binary"], "binary", 32, 2)
+            run_wrk(f"{service.url}/predict", bodies["binary-batch256"], "binary-batch256", 4, 2)
+            rss = worker_rss_mib(service.process.pid) if workers > 1 else [
+                int(Path(f"/proc/{service.process.pid}/status").read_text()
+                    .split("VmRSS:")[1].split()[0]) / 1024
+            ]  # fmt: skip
+        capacity[str(workers)] = {"ready_s": ready_s, "worker_rss_mib": rss}
+        print(f"capacity, {workers} worker(s): ready in {ready_s:.1f} s, RSS {rss}", flush=True)
+    return capacity
+
+
+def bench_naive(bodies: dict[str, Body], seconds: float) -> LoadResult:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "uvicorn", "bench.naive_keras_server:app"]
+    command += ["--port", str(port), "--log-level", "warning"]
+    with running_process(command, f"{url}/docs", {"TF_CPP_MIN_LOG_LEVEL": "3"}):
+        httpx.post(
+            f"{url}/predict",
+            content=bodies["json"].path.read_bytes(),
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
+        return run_wrk(f"{url}/predict", bodies["json"], "naive-keras-json", 8, seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per load run")
+    parser.add_argument("--naive", action="store_true", help="also the FastAPI + Keras baseline")
+    parser.add_argument("--skip-peers", action="store_true", help="no BentoML or MLServer")
     args = parser.parse_args()
     cpus = len(os.sched_getaffinity(0))
     report: dict[str, Any] = {
@@ -323,10 +441,11 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {cpus} CPUs",
         "onnxruntime": ort.__version__,
         "command": "python bench/run_benchmarks.py " + " ".join(sys.argv[1:]),
+        "duration_s": args.duration,
     }
     print("== in-process ONNX Runtime (the limit)", flush=True)
     layouts = {f"1 session x {threads} thread(s)": (1, threads) for threads in sorted({1, cpus})}
-    layouts[f"{cpus} sessions x 1 thread, in parallel"] = (cpus, 1)
+    layouts.update({f"{count} sessions x 1 thread": (count, 1) for count in (2, 4)})
     for key, model in (("in_process", MODEL), ("in_process_int8", INT8_MODEL)):
         report[key] = {
             name: in_process_limit(threads, 3.0, model, sessions)
@@ -335,19 +454,28 @@ def main() -> None:
     print(json.dumps({"fp32": report["in_process"], "int8": report["in_process_int8"]}), flush=True)
     with tempfile.TemporaryDirectory() as directory:
         bodies = request_bodies(Path(directory))
-        report["json_batch256_decode_ms"] = json_decode_ms(bodies["json-batch256"][0].read_bytes())
-        report["json_batch256_bytes"] = bodies["json-batch256"][0].stat().st_size
-        report["service"] = {}
-        for workers in args.workers:
-            print(f"== service, {workers} worker(s)", flush=True)
-            report["service"][str(workers)] = [
-                asdict(result) for result in bench_service(workers, bodies, args.duration)
-            ]
-        print("== naive baseline: FastAPI + Keras model.predict", flush=True)
-        report["naive"] = asdict(bench_naive(bodies, args.duration))
+        print("== the service, single images, 2 workers", flush=True)
+        report["single"] = [asdict(result) for result in bench_single(bodies, args.duration)]
+        print("== batches of 256, 2 connections per worker", flush=True)
+        report["batches"] = {
+            workers: [asdict(result) for result in runs]
+            for workers, runs in bench_batches(bodies, args.duration).items()
+        }
+        if not args.skip_peers:
+            print("== peers: BentoML and MLServer on the same model.onnx", flush=True)
+            report["peers"] = {
+                "bentoml": [asdict(r) for r in bench_bentoml(bodies, args.duration)],
+                "mlserver": [asdict(r) for r in bench_mlserver(bodies, args.duration)],
+            }
+        print("== a retry storm", flush=True)
+        report["storm"] = bench_storm(bodies, args.duration)
+        print("== capacity", flush=True)
+        report["capacity"] = bench_capacity(bodies)
+        if args.naive:
+            print("== naive baseline: FastAPI + Keras model.predict", flush=True)
+            report["naive"] = asdict(bench_naive(bodies, args.duration))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
-
     write_report(report)
 
 
