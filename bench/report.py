@@ -269,7 +269,7 @@ def write_report(report: dict[str, Any]) -> None:
         "",
         "1,024 connections that resend as soon as any answer arrives (wrk's closed loop): far "
         "more than the 2 x 128 requests the workers admit, so most get 503. `default` holds a "
-        "refusal back for the queue's drain time (at most 250 ms) before answering; `pause 0` "
+        "refusal back for a second (`CNN_SERVE_OVERLOAD_PAUSE_MS`) before answering; `pause 0` "
         "answers refusals at once.",
         "",
         *storm_lines(report),

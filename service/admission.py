@@ -2,9 +2,9 @@
 
 A request is admitted before its body is read if its worker has room for one more request in
 flight and for its body's bytes; otherwise it gets 503 with a ``Retry-After`` worked out from the
-work already queued. The refusal is held back for a moment first: clients that retry at once
-(a retry storm) then cost the worker a few refusals a second each instead of thousands, and
-the CPU goes to the requests being served.
+work already queued. The refusal is held back for a moment first (``OVERLOAD_PAUSE_MS``):
+clients that retry at once (a retry storm) then cost the worker one refusal per pause each
+instead of thousands a second, and the CPU goes to the requests being served.
 """
 
 from __future__ import annotations
@@ -70,9 +70,14 @@ class Admission:
         """Whole seconds until the queue has drained, at least 1."""
         return max(1, math.ceil(self.throughput.drain_seconds(queued_items)))
 
-    def pause_s(self, queued_items: int) -> float:
-        """How long to hold a refusal: the queue's drain time, within [10 ms, max_pause_s]."""
-        return min(self.max_pause_s, max(0.01, self.throughput.drain_seconds(queued_items)))
+    def pause_s(self) -> float:
+        """How long to hold a refusal: a refused client is one too many, so the whole pause.
+
+        Clients that honour Retry-After wait at least a second anyway; one that retries at once
+        gets its answer only after the pause, which bounds how often each such connection costs
+        the worker a refusal (about 1,000 refusals a second for 1,000 connections).
+        """
+        return self.max_pause_s
 
 
 def is_inference(scope: Scope) -> bool:

@@ -128,10 +128,10 @@ class Settings(BaseSettings):
         "body counts as MAX_BODY_BYTES); more are refused (503) before they are read.",
     )
     overload_pause_ms: float = Field(
-        250.0,
+        1000.0,
         ge=0,
         le=5000,
-        description="Longest a refusal under overload is held back, so that clients retrying at "
+        description="How long a refusal under overload is held back, so that clients retrying at "
         "once do not eat the CPU that serves the admitted requests.",
     )
     max_header_bytes: int = Field(

@@ -203,10 +203,10 @@ class EdgeMiddleware:
         return counting_receive
 
     async def _overloaded(self, scope: Scope, exchange: _Exchange) -> None:
-        """503, held back for the queue's drain time (see ``service.admission``)."""
+        """503, held back for the overload pause (see ``service.admission``)."""
         serving = getattr(scope["app"].state, "serving", None)
         queued = sum(b.queued_items for b in serving.batchers.values()) if serving else 0
-        await asyncio.sleep(self.admission.pause_s(queued))
+        await asyncio.sleep(self.admission.pause_s())
         await exchange.refuse(
             scope,
             503,
