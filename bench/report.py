@@ -39,8 +39,12 @@ def limit(report: dict[str, Any], layout: str, batch_size: str) -> float:
     return float(report["in_process"][layout][batch_size])
 
 
-def layout_for(workers: str) -> str:
-    return "1 session x 1 thread(s)" if workers == "1" else f"{workers} sessions x 1 thread"
+def layout_for(workers: str, cpus: int) -> str:
+    """The in-process layout a number of workers runs: each gets CPUs / workers threads."""
+    threads = max(1, cpus // int(workers))
+    return (
+        f"1 session x {threads} thread(s)" if workers == "1" else f"{workers} sessions x 1 thread"
+    )
 
 
 def single_table(report: dict[str, Any]) -> list[str]:
@@ -66,8 +70,9 @@ def batch_table(report: dict[str, Any]) -> tuple[list[str], list[str]]:
         "|---|---|---|---|---|---|---|",
     ]
     targets = []
+    cpus = int(report["machine"].split(",")[-1].split()[0])
     for workers, rows in report["batches"].items():
-        reference = limit(report, layout_for(workers), "256")
+        reference = limit(report, layout_for(workers, cpus), "256")
         for row in rows:
             ratio = row["images_per_s"] / reference
             lines.append(

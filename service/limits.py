@@ -9,11 +9,10 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from service.errors import ClientGoneError, InferenceTimeoutError, PayloadTooLargeError
 
@@ -63,7 +62,8 @@ class Deadline:
 
     expires_at: float  # time.monotonic()
     timeout_s: float
-    client_gone: threading.Event = field(default_factory=threading.Event)
+    # Set on the event loop, read by decoding threads: a plain flag is enough under the GIL.
+    client_gone: bool = False
 
     @classmethod
     def after(cls, seconds: float) -> Deadline:
@@ -79,7 +79,7 @@ class Deadline:
             ClientGoneError: the client disconnected.
             InferenceTimeoutError: the time limit passed (504).
         """
-        if self.client_gone.is_set():
+        if self.client_gone:
             raise ClientGoneError
         if self.remaining() <= 0:
             raise InferenceTimeoutError(f"no result within {self.timeout_s:g} s")

@@ -143,11 +143,11 @@ def parse_request(
     if not header:
         return _raw_binary_request(tail, card)
     try:
-        request = InferenceRequest.model_validate(orjson.loads(header))
-    except orjson.JSONDecodeError as error:
-        raise BadRequestError(f"malformed JSON inference header: {error}") from None
+        request = InferenceRequest.model_validate_json(header)
     except ValidationError as error:
         first = error.errors(include_url=False, include_input=False)[0]
+        if first["type"] == "json_invalid":
+            raise BadRequestError(f"malformed JSON inference header: {first['msg']}") from None
         where = ".".join(str(part) for part in first["loc"])
         raise InvalidInputError(f"invalid inference request at {where}: {first['msg']}") from None
     if len(request.inputs) != 1 or request.inputs[0].name != card.input.name:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from service.runtime import ModelRuntime
 from tests.servers import free_port, running_service, wait_until_ready
 
 __all__ = ["free_port", "running_service", "wait_until_ready"]
@@ -39,3 +41,14 @@ def client() -> Iterator[TestClient]:
     """A client of the app on the committed models, lifespan (model loading) included."""
     with TestClient(create_app(make_settings()), raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+def slow_model(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Make every model run take ``seconds`` longer (to fill queues and in-flight slots)."""
+    real_predict = ModelRuntime.predict
+
+    def slow_predict(self: ModelRuntime, images: np.ndarray) -> np.ndarray:
+        time.sleep(seconds)
+        return real_predict(self, images)
+
+    monkeypatch.setattr(ModelRuntime, "predict", slow_predict)

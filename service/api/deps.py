@@ -44,7 +44,7 @@ async def watching_client(
     async def watch() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
-        deadline.client_gone.set()
+        deadline.client_gone = True
 
     watcher = asyncio.create_task(watch())
     try:

@@ -11,8 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.admission import Admission, Throughput
 from service.app import create_app
-from service.runtime import ModelRuntime
-from tests.conftest import make_settings
+from tests.conftest import make_settings, slow_model
 
 DIGIT = {"instances": [np.zeros((28, 28)).tolist()]}
 
@@ -41,13 +40,7 @@ def test_requests_and_body_bytes_are_counted_and_released() -> None:
 
 
 def test_overload_is_refused_early_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_predict = ModelRuntime.predict
-
-    def slow_predict(self: ModelRuntime, images: np.ndarray) -> np.ndarray:
-        time.sleep(0.3)
-        return real_predict(self, images)
-
-    monkeypatch.setattr(ModelRuntime, "predict", slow_predict)
+    slow_model(monkeypatch, 0.3)
     settings = make_settings(max_inflight_requests=2, overload_pause_ms=50)
     with TestClient(create_app(settings)) as client:
         started = time.perf_counter()
@@ -64,13 +57,7 @@ def test_overload_is_refused_early_with_retry_after(monkeypatch: pytest.MonkeyPa
 
 
 def test_health_and_models_are_never_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_predict = ModelRuntime.predict
-
-    def slow_predict(self: ModelRuntime, images: np.ndarray) -> np.ndarray:
-        time.sleep(0.5)
-        return real_predict(self, images)
-
-    monkeypatch.setattr(ModelRuntime, "predict", slow_predict)
+    slow_model(monkeypatch, 0.5)
     with TestClient(create_app(make_settings(max_inflight_requests=1))) as client:
         with ThreadPoolExecutor(1) as pool:
             busy = pool.submit(client.post, "/predict", json=DIGIT)

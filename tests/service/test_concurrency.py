@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,8 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.runtime import ModelRuntime
-from tests.conftest import make_settings
+from tests.conftest import make_settings, slow_model
 
 
 def test_concurrent_requests_are_batched_and_answered_in_order(
@@ -48,13 +46,7 @@ def test_concurrent_requests_are_batched_and_answered_in_order(
 
 def test_full_queue_answers_503_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
     """A slow model and a queue of 2 items: the overflow is refused at once, not queued."""
-    real_predict = ModelRuntime.predict
-
-    def slow_predict(self: ModelRuntime, images: np.ndarray) -> np.ndarray:
-        time.sleep(0.3)
-        return real_predict(self, images)
-
-    monkeypatch.setattr(ModelRuntime, "predict", slow_predict)
+    slow_model(monkeypatch, 0.3)
     settings = make_settings(batch_max_queue=2, batch_max_items=1)
     digit = {"instances": [np.zeros((28, 28)).tolist()]}
     with TestClient(create_app(settings)) as client:
