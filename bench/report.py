@@ -247,7 +247,8 @@ def write_report(report: dict[str, Any]) -> None:
         "",
         '`json`: `{"instances": [28x28]}`; `binary`: 784 uint8 bytes; `v2-json`: an Open '
         "Inference Protocol request with FP32 data; `v2-binary`: the same with a UINT8 binary "
-        "tensor and binary output (Triton's extension, as `tritonclient` sends it).",
+        "tensor and binary output (Triton's extension, as `tritonclient` sends it). The forms "
+        "took turns three times; each row is its median run.",
         "",
         *single_table(report),
         "",
