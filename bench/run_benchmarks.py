@@ -280,12 +280,13 @@ SINGLE_PATHS = {
 ROUNDS = 3
 
 
-def bench_single(bodies: dict[str, Body], seconds: float) -> list[LoadResult]:
+def bench_single(bodies: dict[str, Body], seconds: float) -> tuple[list[LoadResult], list[Any]]:
     """Single images in every form, 2 workers (one per CPU here).
 
-    The forms take turns, ``ROUNDS`` times over, and each keeps its median run: on a shared,
-    noisy machine, a ratio between two forms means something only if they were measured under
-    the same conditions.
+    The forms take turns, ``ROUNDS`` times over: on a shared, noisy machine, a ratio between two
+    forms means something only if they were measured under the same conditions, so ratios are
+    taken within each round. Returns each form's median run, and every round's req/s by
+    (form, concurrency).
     """
     runs: dict[tuple[str, int], list[LoadResult]] = {}
     with running_service(workers=2) as service:
@@ -298,10 +299,22 @@ def bench_single(bodies: dict[str, Body], seconds: float) -> list[LoadResult]:
                         f"{service.url}{path}", bodies[name], name, concurrency, seconds / ROUNDS
                     )
                     runs.setdefault((name, concurrency), []).append(result)
-    return [
+    medians = [
         sorted(results, key=lambda result: result.requests_per_s)[len(results) // 2]
         for results in runs.values()
     ]
+    rounds = [
+        [
+            {
+                "name": name,
+                "concurrency": concurrency,
+                "requests_per_s": results[index].requests_per_s,
+            }
+            for (name, concurrency), results in runs.items()
+        ]
+        for index in range(ROUNDS)
+    ]
+    return medians, rounds
 
 
 def bench_batches(bodies: dict[str, Body], seconds: float) -> dict[str, list[LoadResult]]:
@@ -469,7 +482,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         bodies = request_bodies(Path(directory))
         print("== the service, single images, 2 workers", flush=True)
-        report["single"] = [asdict(result) for result in bench_single(bodies, args.duration)]
+        medians, rounds = bench_single(bodies, args.duration)
+        report["single"] = [asdict(result) for result in medians]
+        report["single_rounds"] = rounds
         print("== batches of 256, 2 connections per worker", flush=True)
         report["batches"] = {
             workers: [asdict(result) for result in runs]
