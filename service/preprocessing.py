@@ -669,6 +669,22 @@ def item_errors(index: int) -> Iterator[None]:
         raise
 
 
+def checked_unit_interval(values: np.ndarray, what: str, hint: str) -> np.ndarray:
+    """``values`` as float32, if all are finite and in [0, 1].
+
+    Raises:
+        InvalidInputError: NaN, infinite or null values, or values outside [0, 1] (with ``hint``).
+    """
+    if not np.isfinite(values).all():
+        raise InvalidInputError(f"{what} contain NaN, infinite or null values")
+    if values.size and (values.min() < 0.0 or values.max() > 1.0):
+        raise InvalidInputError(
+            f"{what} must lie in [0, 1] ({hint})",
+            details={"min": float(values.min()), "max": float(values.max())},
+        )
+    return values.astype(np.float32, copy=False)
+
+
 def arrays_to_batch(
     values: np.ndarray, method: PreprocessMethod, spec: PreprocessingSpec
 ) -> np.ndarray:
@@ -690,14 +706,7 @@ def arrays_to_batch(
             f"each instance must be {side}x{side}, {side}x{side}x1 or {side * side} numbers; "
             f"got batch shape {list(values.shape)}"
         )
-    if not np.isfinite(values).all():
-        raise InvalidInputError("instances contain NaN, infinite or null values")
-    if values.size and (values.min() < 0.0 or values.max() > 1.0):
-        raise InvalidInputError(
-            "instance values must lie in [0, 1] (divide 0-255 pixels by 255)",
-            details={"min": float(values.min()), "max": float(values.max())},
-        )
-    values = values.astype(np.float32, copy=False)
+    values = checked_unit_interval(values, "instance values", "divide 0-255 pixels by 255")
     if method != "none":
         values = np.stack([prepare(item * 255.0, method, spec) for item in values])
     return values[..., np.newaxis]

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model_card import ModelCard
 from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
+from service.preprocessing import checked_unit_interval
 
 SERVER_EXTENSIONS = ["binary_tensor_data", "classification"]
 PLATFORM = "onnx_onnxv1"
@@ -279,14 +280,7 @@ def _json_values(data: Any, count: int, dtype: np.dtype) -> np.ndarray:
 
 
 def _checked_values(values: np.ndarray) -> np.ndarray:
-    if not np.isfinite(values).all():
-        raise InvalidInputError("the input contains NaN or infinite values")
-    if values.size and (values.min() < 0.0 or values.max() > 1.0):
-        raise InvalidInputError(
-            "FP32 input values must lie in [0, 1] (send UINT8 for 0-255 pixels)",
-            details={"min": float(values.min()), "max": float(values.max())},
-        )
-    return values
+    return checked_unit_interval(values, "FP32 input values", "send UINT8 for 0-255 pixels")
 
 
 def _requested_outputs(request: InferenceRequest, card: ModelCard) -> list[OutputRequest]:

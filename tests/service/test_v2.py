@@ -39,6 +39,15 @@ def direct() -> ort.InferenceSession:
     return ort.InferenceSession(str(MODELS_DIR / MODEL / "model.onnx"))
 
 
+def input_tensor(
+    values: np.ndarray, datatype: str = "FP32", binary: bool = True
+) -> triton.InferInput:
+    """The model's input as tritonclient sends it (binary by default, as tritonclient does)."""
+    tensor = triton.InferInput("input", list(values.shape), datatype)
+    tensor.set_data_from_numpy(values, binary_data=binary)
+    return tensor
+
+
 def batch(mnist_digits: tuple[np.ndarray, np.ndarray], count: int) -> np.ndarray:
     images, _ = mnist_digits
     return (images[:count].astype(np.float32) / 255.0)[..., np.newaxis]
@@ -67,8 +76,7 @@ def test_inference_equals_onnxruntime(
     binary: bool,
 ) -> None:
     images = batch(mnist_digits, 16)
-    tensor = triton.InferInput("input", list(images.shape), "FP32")
-    tensor.set_data_from_numpy(images, binary_data=binary)
+    tensor = input_tensor(images, binary=binary)
     output = triton.InferRequestedOutput("probabilities", binary_data=binary)
     result = triton_client.infer(MODEL, [tensor], outputs=[output], request_id="abc-1")
     (expected,) = direct.run(["probabilities"], {"input": images})
@@ -83,8 +91,7 @@ def test_default_outputs_are_binary_probabilities_only(
     mnist_digits: tuple[np.ndarray, np.ndarray],
 ) -> None:
     images = batch(mnist_digits, 4)
-    tensor = triton.InferInput("input", list(images.shape), "FP32")
-    tensor.set_data_from_numpy(images)  # Binary, tritonclient's default.
+    tensor = input_tensor(images)
     result = triton_client.infer(MODEL, [tensor])  # No outputs: binary_data_output=true.
     outputs = result.get_response()["outputs"]
     assert [output["name"] for output in outputs] == ["probabilities"]
@@ -100,8 +107,7 @@ def test_uint8_input_is_scaled_like_the_binary_body(
 ) -> None:
     images, _ = mnist_digits
     pixels = images[:8][..., np.newaxis]
-    tensor = triton.InferInput("input", list(pixels.shape), "UINT8")
-    tensor.set_data_from_numpy(pixels)
+    tensor = input_tensor(pixels, "UINT8")
     result = triton_client.infer(MODEL, [tensor])
     (expected,) = direct.run(["probabilities"], {"input": pixels.astype(np.float32) / 255.0})
     np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-5, atol=1e-6)
@@ -115,8 +121,7 @@ def test_feature_maps_by_output_name(
     binary: bool,
 ) -> None:
     images = batch(mnist_digits, 2)
-    tensor = triton.InferInput("input", list(images.shape), "FP32")
-    tensor.set_data_from_numpy(images, binary_data=binary)
+    tensor = input_tensor(images, binary=binary)
     outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in ("conv1", "pool2")]
     result = triton_client.infer(MODEL, [tensor], outputs=outputs)
     conv1, pool2 = direct.run(["conv1", "pool2"], {"input": images})
@@ -133,8 +138,7 @@ def test_classification_extension(
     binary: bool,
 ) -> None:
     images = batch(mnist_digits, 3)
-    tensor = triton.InferInput("input", list(images.shape), "FP32")
-    tensor.set_data_from_numpy(images)
+    tensor = input_tensor(images)
     output = triton.InferRequestedOutput("probabilities", binary_data=binary, class_count=3)
     result = triton_client.infer(MODEL, [tensor], outputs=[output])
     classes = result.as_numpy("probabilities")
@@ -165,8 +169,7 @@ def test_errors_reach_tritonclient_as_messages(
     assert missing.value.status() == "404"
     nan = images.copy()
     nan[0, 3, 3, 0] = np.nan
-    tensor = triton.InferInput("input", list(nan.shape), "FP32")
-    tensor.set_data_from_numpy(nan)
+    tensor = input_tensor(nan)
     with pytest.raises(InferenceServerException, match="NaN"):
         triton_client.infer(MODEL, [tensor])
 
