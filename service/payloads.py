@@ -107,7 +107,7 @@ async def read_payload(
     kind = media_type(request)
     query = _query_options(request)
     if kind == "application/json":
-        document = _json_document(await _json_body(request, limits), limits)
+        document = _json_document(await _json_body(request, limits))
         body_options = {key: value for key, value in document.items() if key in OPTION_FIELDS}
         options = parse_options(options_model, [("query", query), ("body", body_options)])
         payload = _from_json(document, options)
@@ -156,40 +156,38 @@ def _check_count(count: int, max_items: int) -> None:
         )
 
 
-def _json_flood_error(values: int, limits: PayloadLimits) -> PayloadTooLargeError:
-    return PayloadTooLargeError(
-        f"the JSON body holds over {values} values; a batch of {limits.max_items} images "
-        f"needs at most {limits.max_json_values}",
-        details={"max_items_per_request": limits.max_items},
-    )
-
-
-async def _json_body(request: Request, limits: PayloadLimits) -> bytes:
-    """The body of a JSON request, refused as soon as it holds more values than a batch needs.
-
-    Building Python objects costs about 50 bytes a value, so a body of a few MB of ``[],[],...``
-    would cost hundreds of MB to parse: its separators are counted as it streams in, and it is
-    refused (413) once past the count, without waiting for the rest.
-    """
-    chunks, values = [], 0
-    async for chunk in request.stream():
-        values += chunk.count(b",") + chunk.count(b"[")
-        if values > limits.max_json_values:
-            raise _json_flood_error(values, limits)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def json_value_count(text: bytes) -> int:
     """An upper bound on the values a JSON text holds, counted without parsing it."""
     return text.count(b",") + text.count(b"[")
 
 
-def _json_document(body: bytes, limits: PayloadLimits) -> dict[str, Any]:
-    """Parse a JSON body that has been checked not to be a flood of values (``_json_body``)."""
-    values = json_value_count(body)
+def check_json_value_count(values: int, limits: PayloadLimits) -> None:
+    """Refuse (413) JSON holding more values than a batch of ``limits.max_items`` images needs.
+
+    Building Python objects costs about 50 bytes a value, so a body of a few MB of ``[],[],...``
+    would cost hundreds of MB to parse: it is refused before it is parsed.
+    """
     if values > limits.max_json_values:
-        raise _json_flood_error(values, limits)
+        raise PayloadTooLargeError(
+            f"the JSON holds over {values} values; a batch of {limits.max_items} images "
+            f"needs at most {limits.max_json_values}",
+            details={"max_items_per_request": limits.max_items},
+        )
+
+
+async def _json_body(request: Request, limits: PayloadLimits) -> bytes:
+    """The body of a JSON request, refused (413) as soon as it streams past the values a batch
+    needs (``check_json_value_count``), without waiting for the rest."""
+    chunks, values = [], 0
+    async for chunk in request.stream():
+        values += json_value_count(chunk)  # Separators are single bytes: chunks add up exactly.
+        check_json_value_count(values, limits)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_document(body: bytes) -> dict[str, Any]:
+    """Parse a JSON body that has been checked not to be a flood of values (``_json_body``)."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:

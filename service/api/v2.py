@@ -22,7 +22,7 @@ from service.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-from service.payloads import json_value_count
+from service.payloads import check_json_value_count, json_value_count
 from service.runtime import ModelRuntime
 from service.state import ServingState
 
@@ -162,10 +162,7 @@ async def _infer(state: ServingState, name: str, version: str | None, request: R
     deadline = state.deadline()
     header, tail = v2.split_body(await _body(request, state), request.headers.get(v2.HEADER_LENGTH))
     limits = state.payload_limits(model)
-    if json_value_count(header) > limits.max_json_values:
-        raise PayloadTooLargeError(
-            f"the JSON header holds more values than a batch of {limits.max_items} images needs"
-        )
+    check_json_value_count(json_value_count(header), limits)
     parsed = v2.parse_request(
         header, tail, model.card, limits.max_items, state.settings.max_feature_map_items
     )
