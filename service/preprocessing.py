@@ -391,22 +391,15 @@ def ink_map(gray: np.ndarray, spec: PreprocessingSpec) -> tuple[np.ndarray, floa
     averaged_ink = np.clip(averaged - background.at(averaged.shape), 0.0, None)
     if factor > 1:
         strongest = _block_reduce(oriented, factor, "max")
-        ink_blocks = _ink_above_background(strongest)
+        # The maximum of each block sits above the background by the noise: refit there.
+        strongest_background = fit_background(_thumbnail(strongest, POLARITY_SIDE))
+        ink_blocks = np.clip(strongest - strongest_background.at(strongest.shape), 0.0, None)
         # The share of a block that a stroke covers: about width / factor for thin strokes.
         strong = ink_blocks > 0.5 * ink_blocks.max()
         coverage = averaged_ink[strong] / ink_blocks[strong]
         if strong.any() and float(np.median(coverage)) < THIN_STROKE_COVERAGE:
-            # The maximum of each block sits above the background by the noise: refit there.
-            noise = fit_background(_thumbnail(strongest, POLARITY_SIDE)).noise
-            return ink_blocks, noise
+            return ink_blocks, strongest_background.noise
     return averaged_ink, background.noise
-
-
-def _ink_above_background(oriented: np.ndarray) -> np.ndarray:
-    """Light-on-dark pixels minus their fitted background, clipped at 0. float32 (H, W)."""
-    background = fit_background(_thumbnail(oriented, POLARITY_SIDE))
-    above: np.ndarray = np.clip(oriented - background.at(oriented.shape), 0.0, None)
-    return above
 
 
 def _median(ink: np.ndarray, size: int) -> np.ndarray:
