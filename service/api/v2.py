@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import inference, v2
-from service.api.deps import Serving, watching_client
+from service.api.deps import Serving
 from service.api.responses import FastJSONResponse
 from service.errors import (
     BadRequestError,
@@ -166,9 +166,8 @@ async def _infer(state: ServingState, name: str, version: str | None, request: R
     parsed = v2.parse_request(
         header, tail, model.card, limits.max_items, state.settings.max_feature_map_items
     )
-    # Tensors need no decoding: the batcher's deadline bounds the wait, no watcher needed.
-    async with watching_client(request, deadline, active=False):
-        tensors = await inference.v2_infer(state, model, parsed, deadline)
+    # Tensors need no decoding: the batcher's deadline bounds the wait, no client watcher needed.
+    tensors = await inference.v2_infer(state, model, parsed, deadline)
     body, header_length = v2.encode_response(model.card, parsed, tensors)
     if header_length is None:
         return Response(body, media_type="application/json")
