@@ -27,7 +27,6 @@ from service.runtime import ModelRuntime
 from service.state import ServingState
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (V2)"])
-SERVER_NAME = "cnn-serve"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": description, "content": {"application/json": {"schema": {
         "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]
@@ -55,9 +54,10 @@ def _model(state: ServingState, name: str, version: str | None) -> ModelRuntime:
 
 
 @router.get("", responses=_ERRORS)
-async def server_metadata(state: Serving) -> dict[str, Any]:
+async def server_metadata(request: Request, state: Serving) -> dict[str, Any]:
     """Server name, version and supported extensions."""
-    return {"name": SERVER_NAME, "version": "0.1.0", "extensions": v2.SERVER_EXTENSIONS}
+    app = request.app
+    return {"name": app.title, "version": app.version, "extensions": v2.SERVER_EXTENSIONS}
 
 
 @router.get("/health/live")

@@ -60,6 +60,7 @@ def test_health_readiness_and_metadata(triton_client: triton.InferenceServerClie
     assert not triton_client.is_model_ready("resnet")
     server = triton_client.get_server_metadata()
     assert "binary_tensor_data" in server["extensions"] and "classification" in server["extensions"]
+    assert (server["name"], server["version"]) == ("cnn-serve", "0.1.0")  # The app's own.
     metadata = triton_client.get_model_metadata(MODEL)
     card = json.loads((MODELS_DIR / MODEL / "model.json").read_text())
     assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 28, 28, 1]}]
