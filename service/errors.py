@@ -98,6 +98,11 @@ class ModelLoadError(RuntimeError):
 V2_PREFIX = "/v2"
 
 
+def is_v2_path(path: str) -> bool:
+    """Whether a request path belongs to the Open Inference Protocol's routes."""
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
 def error_response(
     status_code: int,
     code: str,
@@ -113,7 +118,7 @@ def error_response(
             the message from a string ``error`` field).
     """
     body: dict[str, Any] = {"error": {"code": code, "message": message, "details": details}}
-    if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
+    if is_v2_path(path):
         body = {"error": message}
     return Response(
         orjson.dumps(body),
@@ -140,7 +145,7 @@ async def _validation_error(request: Request, error: Exception) -> Response:
         for item in error.errors()
     ]
     message = "the request does not match the API"
-    if request.url.path.startswith(V2_PREFIX):
+    if is_v2_path(request.url.path):
         message += ": " + "; ".join(
             f"{'.'.join(map(str, d['location']))}: {d['message']}" for d in details
         )
