@@ -49,14 +49,12 @@ class Admission:
     throughput: Throughput = field(default_factory=Throughput)
     in_flight: int = 0
     body_bytes: int = 0
-    refused: int = 0
 
     def try_admit(self, body_bytes: int) -> bool:
         if (
             self.in_flight >= self.max_requests
             or self.body_bytes + body_bytes > self.max_body_bytes
         ):
-            self.refused += 1
             return False
         self.in_flight += 1
         self.body_bytes += body_bytes

@@ -36,7 +36,7 @@ def test_requests_and_body_bytes_are_counted_and_released() -> None:
     assert admission.try_admit(40) and not admission.try_admit(0)  # Requests full.
     admission.release(60)
     admission.release(40)
-    assert (admission.in_flight, admission.body_bytes, admission.refused) == (0, 0, 2)
+    assert (admission.in_flight, admission.body_bytes) == (0, 0)
 
 
 def test_overload_is_refused_early_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,7 +48,9 @@ def test_overload_is_refused_early_with_retry_after(monkeypatch: pytest.MonkeyPa
             responses = list(pool.map(lambda _: client.post("/predict", json=DIGIT), range(8)))
         assert time.perf_counter() - started < 5
         assert client.get("/health/ready").status_code == 200
+        exposition = client.get("/metrics").text
     refused = [response for response in responses if response.status_code == 503]
+    assert f"cnn_serve_overload_refusals_total {float(len(refused))}" in exposition
     assert len(refused) >= 4 and sum(r.status_code == 200 for r in responses) >= 2
     for response in refused:
         body = response.json()["error"]
