@@ -9,19 +9,14 @@ import tempfile
 
 from service.config import get_settings
 from service.errors import ModelLoadError
-from service.repository import discover_models, read_model_card
+from service.repository import discover_serving_models, read_model_card
 from service.workers import PortInUseError, configure_logging, serve
 
 
 def check_models() -> None:
     """Fail fast, before any worker starts, if a model is missing or corrupt."""
     settings = get_settings()
-    model_dirs = discover_models(settings.models_dir)
-    if settings.default_model not in model_dirs:
-        raise ModelLoadError(
-            f"default model {settings.default_model!r} not found in {settings.models_dir} "
-            f"(found: {sorted(model_dirs) or 'none'})"
-        )
+    model_dirs = discover_serving_models(settings.models_dir, settings.default_model)
     for model_dir in model_dirs.values():
         read_model_card(model_dir)
 

@@ -25,7 +25,7 @@ from service.edge import EdgeMiddleware
 from service.errors import ModelLoadError, install_error_handlers
 from service.limits import MemoryBudget
 from service.metrics import ServiceMetrics
-from service.repository import discover_models
+from service.repository import discover_serving_models
 from service.runtime import ModelRuntime
 from service.security import ApiKeys, ExposureRules, OriginPolicy, load_api_keys
 from service.state import ServingState
@@ -41,12 +41,7 @@ def load_models(settings: Settings) -> dict[str, ModelRuntime]:
     Raises:
         ModelLoadError: no models, the default model missing, or a model that fails to load.
     """
-    model_dirs = discover_models(settings.models_dir)
-    if settings.default_model not in model_dirs:
-        raise ModelLoadError(
-            f"default model {settings.default_model!r} not found in {settings.models_dir} "
-            f"(found: {sorted(model_dirs) or 'none'})"
-        )
+    model_dirs = discover_serving_models(settings.models_dir, settings.default_model)
     threads = settings.resolved_intra_op_threads()
     loaded = {}
     for name, model_dir in model_dirs.items():

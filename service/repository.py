@@ -42,3 +42,18 @@ def discover_models(models_dir: Path) -> dict[str, Path]:
     if not models_dir.is_dir():
         raise ModelLoadError(f"models directory {models_dir} does not exist")
     return {path.parent.name: path.parent for path in sorted(models_dir.glob("*/model.json"))}
+
+
+def discover_serving_models(models_dir: Path, default_model: str) -> dict[str, Path]:
+    """``discover_models``, checked to include the default model.
+
+    Raises:
+        ModelLoadError: no models directory, or no default model in it.
+    """
+    model_dirs = discover_models(models_dir)
+    if default_model not in model_dirs:
+        raise ModelLoadError(
+            f"default model {default_model!r} not found in {models_dir} "
+            f"(found: {sorted(model_dirs) or 'none'})"
+        )
+    return model_dirs
