@@ -147,7 +147,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.serving = None
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (predict.router, feature_maps.router, models.router, health.router, v2.router):
+    # Routes are matched in this order: the inference routes first.
+    for router in (
+        predict.router,
+        v2.infer_router,
+        feature_maps.router,
+        models.router,
+        health.router,
+        v2.router,
+    ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     _add_offline_docs(app)

@@ -14,15 +14,21 @@ from service.limits import Deadline
 from service.state import ServingState
 
 
-async def get_serving_state(request: Request) -> ServingState:
-    """The state built by the lifespan; 503 while the service is starting or stopping.
+def serving_state(request: Request) -> ServingState:
+    """The state built by the lifespan.
 
-    Async, so that FastAPI calls it on the event loop instead of in a thread.
+    Raises:
+        NotReadyError: the service is starting or stopping (503).
     """
     state: ServingState | None = getattr(request.app.state, "serving", None)
     if state is None:
         raise NotReadyError("the service is starting or stopping")
     return state
+
+
+async def get_serving_state(request: Request) -> ServingState:
+    """``serving_state`` as a dependency; async, so FastAPI calls it on the event loop."""
+    return serving_state(request)
 
 
 Serving = Annotated[ServingState, Depends(get_serving_state)]

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from service import inference
 from service.api.deps import Serving, watching_client
+from service.api.lean import LeanRoute
 from service.api.responses import FastJSONResponse
 from service.api.schemas import ERROR_RESPONSES, FeatureMapsResponse, operation_docs
 from service.options import FeatureMapOptions
@@ -17,7 +18,7 @@ from service.runtime import ModelRuntime
 from service.state import ServingState
 from service.visualize import feature_maps_png
 
-router = APIRouter(tags=["feature maps"])
+router = APIRouter(tags=["feature maps"], route_class=LeanRoute)
 _DOCS = {
     "response_model": FeatureMapsResponse,
     "responses": {

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from service import inference, v2
 from service.api.deps import Serving
+from service.api.lean import LeanRoute
 from service.api.responses import FastJSONResponse
 from service.errors import (
     BadRequestError,
@@ -27,6 +28,8 @@ from service.runtime import ModelRuntime
 from service.state import ServingState
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (V2)"])
+# The infer routes run lean (service/api/lean.py); the app matches them before the others.
+infer_router = APIRouter(prefix="/v2", tags=["open inference protocol (V2)"], route_class=LeanRoute)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": description, "content": {"application/json": {"schema": {
         "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]
@@ -178,13 +181,13 @@ async def _infer(state: ServingState, name: str, version: str | None, request: R
     )
 
 
-@router.post("/models/{name}/infer", **_INFER_DOCS)
+@infer_router.post("/models/{name}/infer", **_INFER_DOCS)
 async def infer(name: str, request: Request, state: Serving) -> Response:
     """Run inference (JSON or binary tensors)."""
     return await _infer(state, name, None, request)
 
 
-@router.post("/models/{name}/versions/{version}/infer", **_INFER_DOCS)
+@infer_router.post("/models/{name}/versions/{version}/infer", **_INFER_DOCS)
 async def infer_version(name: str, version: str, request: Request, state: Serving) -> Response:
     """Run inference on a given model version (JSON or binary tensors)."""
     return await _infer(state, name, version, request)
