@@ -2,7 +2,8 @@
 
 ``guarded_protocol``: uvicorn's httptools protocol with a cap on header size and time limits on
 receiving headers and bodies, so that slow or endless clients cannot hold connections forever,
-and with connections balanced across worker processes (``ConnectionShare``).
+with connections balanced across worker processes (``ConnectionShare``), and with each response
+sent in one piece (``OneSendTransport``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,63 @@ class ConnectionShare:
         cls.closing = max(0, cls.closing - 1)
 
 
+class OneSendTransport(asyncio.Transport):
+    """A connection's transport whose writes within one turn of the event loop leave together.
+
+    uvicorn writes a response's head and its body separately: two ``send`` calls, and to a
+    client on the same host or network two packets and two wake-ups. Here writes are held until
+    the end of the loop's current turn (``call_soon``), then sent with one ``writelines``: a
+    whole response in one system call. Nothing waits longer than the current turn, so a
+    streaming response or a ``100 Continue`` goes out as before. Closing sends what is held
+    first; aborting drops it, as aborting drops the transport's own buffer.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._held:
+            self._loop.call_soon(self._send_held)
+        self._held.append(bytes(data))
+
+    def _send_held(self) -> None:
+        if self._held and not self._transport.is_closing():
+            self._transport.writelines(self._held)
+        self._held = []
+
+    def close(self) -> None:
+        self._send_held()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = []
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._held))
+
+
 def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
     """A complete HTTP/1.1 response in the service's error shape, for closing a connection."""
     body = orjson.dumps({"error": {"code": code, "message": message, "details": None}})
@@ -83,7 +141,7 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     body_timeout_s = 60.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(OneSendTransport(transport, self.loop))
         ConnectionShare.opened(+1)
         self._shedding = False
         self._header_bytes = 0
