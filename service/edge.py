@@ -133,8 +133,9 @@ class EdgeMiddleware:
             # Answered; the task was cancelled to end it, and now ends normally.
         finally:
             template = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(method, template, str(exchange.status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+            self.metrics.observe_exchange(
+                method, template, exchange.status, time.perf_counter() - started
+            )
 
     async def _handle(self, scope: Scope, receive: Receive, exchange: _Exchange) -> None:
         headers = _Headers.of(scope)

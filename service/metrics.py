@@ -75,6 +75,23 @@ class ServiceMetrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+        # labels() validates and looks up under a lock: a few microseconds on every request.
+        # The children are kept here instead; methods (httptools knows a fixed set), route
+        # templates and statuses are all bounded, so this stays small.
+        self._exchange_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe_exchange(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count and time one HTTP request and its answer (``route``: the path template)."""
+        key = (method, route, status)
+        children = self._exchange_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._exchange_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_request(self, model: str, items: int) -> None:
         self.request_items.labels(model).observe(items)
