@@ -24,11 +24,35 @@ TARGET_V2_BINARY = 0.90  # V2 binary within 10 % of today's binary body.
 TARGET_BATCH = 0.80  # Batch-256 binary >= 80 % of in-process, for 1, 2 and 4 workers.
 # Measured side by side earlier (issue #9): this service at 3.3x MLServer and 6x BentoML.
 EARLIER_LEAD = {"mlserver": 3.3, "bentoml": 6.0}
+# Each peer's run in the single-image rounds, and the cnn-serve form that posts the same body.
+PEERS = {"bentoml": ("bentoml-json", "json"), "mlserver": ("mlserver-v2-json", "v2-json")}
 Row = dict[str, Any]
 
 
 def _row(rows: list[Row], name: str, concurrency: int) -> Row:
     return next(row for row in rows if row["name"] == name and row["concurrency"] == concurrency)
+
+
+def _paired(report: dict[str, Any], mine: str, theirs: str, concurrency: int) -> list[float]:
+    """``mine`` over ``theirs`` in each round of the single-image runs, sorted."""
+    return sorted(
+        _row(rows, mine, concurrency)["requests_per_s"]
+        / _row(rows, theirs, concurrency)["requests_per_s"]
+        for rows in report["single_rounds"]
+    )
+
+
+def _median_and_rounds(ratios: list[float], form: str) -> tuple[float, str]:
+    """The median of paired ratios, and the text listing each round's."""
+    median = ratios[len(ratios) // 2]
+    listed = ", ".join(format(ratio, form) for ratio in ratios)
+    return median, f"{format(median, form)} (median of the rounds: {listed})"
+
+
+def _peer_names(report: dict[str, Any]) -> list[str]:
+    """The peers that were measured in this run."""
+    measured = {row["name"] for row in report["single"]}
+    return [peer for peer, (run, _) in PEERS.items() if run in measured]
 
 
 def _verdict(met: bool) -> str:
@@ -54,7 +78,10 @@ def single_table(report: dict[str, Any]) -> list[str]:
         "wrk CPU s |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    peer_runs = {run for run, _ in PEERS.values()}
     for row in report["single"]:
+        if row["name"] in peer_runs:
+            continue
         lines.append(
             f"| {row['name']} | {row['concurrency']} | {row['requests_per_s']:,.0f} | "
             f"{row['requests_per_s'] / best_single:.2f}x | {row['p50_ms']:.2f} | "
@@ -89,46 +116,53 @@ def batch_table(report: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 
 def peer_table(report: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(table lines, target rows): each peer beside this service on the same body."""
+    """(table lines, target rows): each peer beside this service on the same body.
+
+    The lead is cnn-serve's req/s over the peer's in the same round, median of the rounds.
+    """
     best_single = max(row["1"] for row in report["in_process"].values())
-    ours = {"bentoml": "json", "mlserver": "v2-json"}
     lines = [
         "| server | body | concurrency | req/s | p50 ms | p99 ms | vs in-process | "
-        "cnn-serve on the same body | cnn-serve's lead |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "cnn-serve on the same body | cnn-serve's lead (median of the rounds) | "
+        "the peer's CPU by process | cnn-serve's CPU by process |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     targets = []
-    for peer, rows in report.get("peers", {}).items():
-        for row in rows:
-            mine = _row(report["single"], ours[peer], row["concurrency"])
-            lead = mine["requests_per_s"] / row["requests_per_s"]
+    for peer in _peer_names(report):
+        run, form = PEERS[peer]
+        for concurrency in (8, 32):
+            row = _row(report["single"], run, concurrency)
+            mine = _row(report["single"], form, concurrency)
+            lead, text = _median_and_rounds(_paired(report, form, run, concurrency), ".1f")
             lines.append(
-                f"| {peer} | {ours[peer]} | {row['concurrency']} | "
+                f"| {peer} | {form} | {concurrency} | "
                 f"{row['requests_per_s']:,.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
                 f"{row['requests_per_s'] / best_single:.2f}x | {mine['requests_per_s']:,.0f} | "
-                f"{lead:.1f}x |"
+                f"{lead:.1f}x | {_cpu_by_process(row)} | {_cpu_by_process(mine)} |"
             )
             targets.append(
-                f"| lead over {peer}, c={row['concurrency']}: keep >= {EARLIER_LEAD[peer]:g}x | "
-                f"{lead:.1f}x | {_verdict(lead >= EARLIER_LEAD[peer])} |"
+                f"| lead over {peer}, c={concurrency}: keep >= {EARLIER_LEAD[peer]:g}x | "
+                f"{text.replace(' (', 'x (', 1)} | {_verdict(lead >= EARLIER_LEAD[peer])} |"
             )
     return lines, targets
+
+
+def _cpu_by_process(row: Row) -> str:
+    """The CPU a server's busiest processes used during a run, as shares of the run's time."""
+    used = [seconds for seconds in row.get("server_cpu_s", []) if seconds >= 0.01]
+    if not used:
+        return "-"
+    return " / ".join(f"{seconds / row['seconds']:.0%}" for seconds in used[:3])
 
 
 def v2_targets(report: dict[str, Any]) -> list[str]:
     """V2 binary over the raw binary body, paired within each round (median of the rounds)."""
     lines = []
     for concurrency in (8, 32):
-        ratios = sorted(
-            _row(rows, "v2-binary", concurrency)["requests_per_s"]
-            / _row(rows, "binary", concurrency)["requests_per_s"]
-            for rows in report["single_rounds"]
-        )
-        ratio = ratios[len(ratios) // 2]
+        ratio, text = _median_and_rounds(_paired(report, "v2-binary", "binary", concurrency), ".0%")
         lines.append(
             f"| V2 binary vs today's binary body, c={concurrency}: >= {TARGET_V2_BINARY:.0%} | "
-            f"{ratio:.0%} (median of the rounds: {', '.join(f'{r:.0%}' for r in ratios)}) | "
-            f"{_verdict(ratio >= TARGET_V2_BINARY)} |"
+            f"{text} | {_verdict(ratio >= TARGET_V2_BINARY)} |"
         )
     return lines
 
@@ -174,7 +208,8 @@ def capacity_lines(report: dict[str, Any]) -> list[str]:
 
 def plot(report: dict[str, Any]) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    forms = sorted({row["name"] for row in report["single"]})
+    peer_runs = {run for run, _ in PEERS.values()}
+    forms = sorted({row["name"] for row in report["single"]} - peer_runs)
     width = 0.8 / 2
     for offset, concurrency in enumerate((8, 32)):
         values = [_row(report["single"], form, concurrency)["requests_per_s"] for form in forms]
@@ -187,12 +222,10 @@ def plot(report: dict[str, Any]) -> None:
     axes[0].set_xticks([index + width / 2 for index in range(len(forms))], forms, rotation=20)
     axes[0].set_ylabel("requests/s")
     axes[0].set_title("cnn-serve, single images, 2 workers")
-    peers = report.get("peers", {})
-    names = ["cnn-serve json", "cnn-serve v2-json", *(f"{peer}" for peer in peers)]
+    peers = _peer_names(report)
+    names = ["cnn-serve json", "cnn-serve v2-json", *peers]
     rows = [_row(report["single"], "json", 32), _row(report["single"], "v2-json", 32)]
-    rows += [
-        next(row for row in peer_rows if row["concurrency"] == 32) for peer_rows in peers.values()
-    ]
+    rows += [_row(report["single"], PEERS[peer][0], 32) for peer in peers]
     axes[1].bar(
         names, [row["requests_per_s"] for row in rows], color=["C0", "C0", "C3", "C3"][: len(rows)]
     )
@@ -205,6 +238,20 @@ def plot(report: dict[str, Any]) -> None:
     PLOT.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(PLOT, dpi=100)
     plt.close(figure)
+
+
+def idle_cpu_text(report: dict[str, Any]) -> str:
+    """How much CPU the servers not under load used while another one was measured."""
+    idle = report.get("idle_servers_cpu")
+    if not idle:
+        return "the idle servers' CPU was not recorded."
+    runs = len(report["single_rounds"]) * len(report["single_rounds"][0])
+    return (
+        f"the idle servers used {idle['total_s']:.1f} CPU seconds over the {runs} runs together "
+        f"(at most {idle['max_in_one_run_s']:.2f} s in one run of "
+        f"{report['duration_s'] / len(report['single_rounds']):g} s on "
+        f"{report['machine'].split(', ')[-1]})."
+    )
 
 
 def write_report(report: dict[str, Any]) -> None:
@@ -271,9 +318,16 @@ def write_report(report: dict[str, Any]) -> None:
         "`/predict`; MLServer 1.7.1 (`bench/peers/mlserver/`: custom ONNX Runtime runtime, "
         "adaptive batching, 2 parallel workers) speaks V2 and takes the same body as "
         "`v2-json`. Each runs from its own virtual environment in `bench/.venvs`, with one ONNX "
-        "Runtime thread per worker and spinning off, like cnn-serve.",
+        "Runtime thread per worker and spinning off, like cnn-serve. All three servers run from "
+        "the start and take turns with cnn-serve's forms in each of the three rounds, so each "
+        "lead is a ratio of runs made minutes apart at most; " + idle_cpu_text(report),
         "",
         *peer_lines,
+        "",
+        "The CPU columns: the CPU time each of the server's processes used during that run, as a "
+        "share of the run's time, busiest first (at most three; 100% is one core). Two workers "
+        "busy alike mean the load was shared; one busy and one idle mean the connections all "
+        "went to one worker.",
         "",
         "## A retry storm",
         "",

@@ -9,7 +9,7 @@
 4. Peers serving the same model.onnx, started here from their own virtual environments
    (``bench/.venvs``, made from ``bench/peers/*-requirements.txt`` when missing): BentoML with
    adaptive batching, MLServer with a custom ONNX Runtime runtime and adaptive batching (V2).
-   Same single-image JSON bodies, concurrency 8 and 32.
+   Same single-image JSON bodies, concurrency 8 and 32, taking turns with 2. in each round.
 5. A retry storm: 1,024 connections that resend at once whatever the answer; goodput with the
    default overload handling, and with refusals answered at once (``OVERLOAD_PAUSE_MS=0``).
 6. Capacity: start-to-ready time, memory per worker, throughput per core.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import json
 import os
@@ -35,8 +36,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,8 @@ class LoadResult:
     socket_errors: int
     wrk_cpu_s: float
     seconds: float
+    # CPU seconds each of the server's processes used during the run, busiest first.
+    server_cpu_s: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -280,25 +284,82 @@ SINGLE_PATHS = {
 ROUNDS = 3
 
 
-def bench_single(bodies: dict[str, Body], seconds: float) -> tuple[list[LoadResult], list[Any]]:
-    """Single images in every form, 2 workers (one per CPU here).
+@dataclass(frozen=True)
+class Target:
+    """A server under load: a name for the tables, where to post, what, and its processes."""
 
-    The forms take turns, ``ROUNDS`` times over: on a shared, noisy machine, a ratio between two
-    forms means something only if they were measured under the same conditions, so ratios are
-    taken within each round. Returns each form's median run, and every round's req/s by
-    (form, concurrency).
+    name: str
+    url: str
+    body: str
+    pid: int
+
+
+def tree_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds used so far by a process and by each live descendant of it, by pid."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, of in parents.items() if of == parent]
+        tree.update(children)
+        frontier += children
+    return {member: times[member] for member in tree if member in times}
+
+
+def _cpu_used(before: dict[int, float], after: dict[int, float]) -> list[float]:
+    """CPU seconds each process used between two ``tree_cpu_s`` readings, busiest first."""
+    return sorted((after[pid] - before.get(pid, 0.0) for pid in after), reverse=True)
+
+
+def bench_single(
+    bodies: dict[str, Body], seconds: float, peers: bool
+) -> tuple[list[LoadResult], list[Any], dict[str, float]]:
+    """Single images in every form, 2 workers (one per CPU here), and the peers beside them.
+
+    Every server runs from the start; the forms and the peers take turns, ``ROUNDS`` times over.
+    On a shared, noisy machine a ratio between two servers or two forms means something only
+    if they were measured under the same conditions, so ratios are taken within each round.
+    The servers not under load sit idle; the CPU they use meanwhile is recorded.
+
+    Returns each (server and form, concurrency)'s median run, every round's req/s, and the
+    idle servers' CPU seconds during the runs (total, and the largest in one run).
     """
     runs: dict[tuple[str, int], list[LoadResult]] = {}
-    with running_service(workers=2) as service:
-        for name, path in SINGLE_PATHS.items():
-            run_wrk(f"{service.url}{path}", bodies[name], name, 8, 1)  # Warm-up.
+    idle_cpu = {"total_s": 0.0, "max_in_one_run_s": 0.0}
+    with contextlib.ExitStack() as stack:
+        service = stack.enter_context(running_service(workers=2))
+        targets = [
+            Target(name, f"{service.url}{path}", name, service.process.pid)
+            for name, path in SINGLE_PATHS.items()
+        ]
+        if peers:
+            targets += [stack.enter_context(peer()) for peer in (bentoml_server, mlserver_server)]
+        for target in targets:
+            run_wrk(target.url, bodies[target.body], target.name, 8, 1)  # Warm-up.
+        pids = {target.pid for target in targets}
         for _ in range(ROUNDS):
             for concurrency in SINGLE_CONCURRENCIES:
-                for name, path in SINGLE_PATHS.items():
+                for target in targets:
+                    before = {pid: tree_cpu_s(pid) for pid in pids}
                     result = run_wrk(
-                        f"{service.url}{path}", bodies[name], name, concurrency, seconds / ROUNDS
+                        target.url, bodies[target.body], target.name, concurrency, seconds / ROUNDS
                     )
-                    runs.setdefault((name, concurrency), []).append(result)
+                    used = {pid: _cpu_used(before[pid], tree_cpu_s(pid)) for pid in pids}
+                    result.server_cpu_s = used[target.pid]
+                    idle = sum(sum(used[pid]) for pid in pids - {target.pid})
+                    idle_cpu["total_s"] += idle
+                    idle_cpu["max_in_one_run_s"] = max(idle_cpu["max_in_one_run_s"], idle)
+                    runs.setdefault((target.name, concurrency), []).append(result)
     medians = [
         sorted(results, key=lambda result: result.requests_per_s)[len(results) // 2]
         for results in runs.values()
@@ -314,7 +375,7 @@ def bench_single(bodies: dict[str, Body], seconds: float) -> tuple[list[LoadResu
         ]
         for index in range(ROUNDS)
     ]
-    return medians, rounds
+    return medians, rounds, idle_cpu
 
 
 def bench_batches(bodies: dict[str, Body], seconds: float) -> dict[str, list[LoadResult]]:
@@ -347,24 +408,22 @@ def peer_python(peer: str) -> Path:
     return python
 
 
-def bench_bentoml(bodies: dict[str, Body], seconds: float) -> list[LoadResult]:
+@contextlib.contextmanager
+def bentoml_server() -> Iterator[Target]:
+    """BentoML serving model.onnx (bench/peers/bentoml_service.py), 2 workers."""
     python = peer_python("bentoml")
     port = free_port()
     command = [str(python), "-m", "bentoml", "serve", "bench.peers.bentoml_service:MnistOnnx"]
     command += ["--port", str(port), "--host", "127.0.0.1"]
     environment = {"BENTOML_DO_NOT_TRACK": "True", "PEER_WORKERS": "2"}
     url = f"http://127.0.0.1:{port}"
-    results = []
-    with running_process(command, f"{url}/readyz", environment, timeout_s=180):
-        run_wrk(f"{url}/predict", bodies["json"], "bentoml-json", 8, 1)
-        for concurrency in SINGLE_CONCURRENCIES:
-            results.append(
-                run_wrk(f"{url}/predict", bodies["json"], "bentoml-json", concurrency, seconds)
-            )
-    return results
+    with running_process(command, f"{url}/readyz", environment, timeout_s=180) as process:
+        yield Target("bentoml-json", f"{url}/predict", "json", process.pid)
 
 
-def bench_mlserver(bodies: dict[str, Body], seconds: float) -> list[LoadResult]:
+@contextlib.contextmanager
+def mlserver_server() -> Iterator[Target]:
+    """MLServer serving model.onnx (bench/peers/mlserver/), 2 parallel workers, V2."""
     python = peer_python("mlserver")
     port, grpc_port = free_port(), free_port()
     mlserver = python.parent / "mlserver"
@@ -374,22 +433,15 @@ def bench_mlserver(bodies: dict[str, Body], seconds: float) -> list[LoadResult]:
         "MLSERVER_HOST": "127.0.0.1",
         "MLSERVER_METRICS_PORT": str(free_port()),
     }
-    url = f"http://127.0.0.1:{port}"
-    infer = f"{url}/v2/models/mnist-deep-cnn/infer"
-    results = []
+    url = f"http://127.0.0.1:{port}/v2/models/mnist-deep-cnn"
     with running_process(
         [str(mlserver), "start", str(PEERS / "mlserver")],
-        f"{url}/v2/models/mnist-deep-cnn/ready",
+        f"{url}/ready",
         environment,
         timeout_s=180,
         cwd=PEERS / "mlserver",
-    ):
-        run_wrk(infer, bodies["v2-json"], "mlserver-v2-json", 8, 1)
-        for concurrency in SINGLE_CONCURRENCIES:
-            results.append(
-                run_wrk(infer, bodies["v2-json"], "mlserver-v2-json", concurrency, seconds)
-            )
-    return results
+    ) as process:
+        yield Target("mlserver-v2-json", f"{url}/infer", "v2-json", process.pid)
 
 
 def bench_storm(bodies: dict[str, Body], seconds: float) -> dict[str, Any]:
@@ -481,21 +533,16 @@ def main() -> None:
     print(json.dumps({"fp32": report["in_process"], "int8": report["in_process_int8"]}), flush=True)
     with tempfile.TemporaryDirectory() as directory:
         bodies = request_bodies(Path(directory))
-        print("== the service, single images, 2 workers", flush=True)
-        medians, rounds = bench_single(bodies, args.duration)
+        print("== single images: the service (2 workers) and its peers, in turns", flush=True)
+        medians, rounds, idle_cpu = bench_single(bodies, args.duration, not args.skip_peers)
         report["single"] = [asdict(result) for result in medians]
         report["single_rounds"] = rounds
+        report["idle_servers_cpu"] = idle_cpu
         print("== batches of 256, 2 connections per worker", flush=True)
         report["batches"] = {
             workers: [asdict(result) for result in runs]
             for workers, runs in bench_batches(bodies, args.duration).items()
         }
-        if not args.skip_peers:
-            print("== peers: BentoML and MLServer on the same model.onnx", flush=True)
-            report["peers"] = {
-                "bentoml": [asdict(r) for r in bench_bentoml(bodies, args.duration)],
-                "mlserver": [asdict(r) for r in bench_mlserver(bodies, args.duration)],
-            }
         print("== a retry storm", flush=True)
         report["storm"] = bench_storm(bodies, args.duration)
         print("== capacity", flush=True)
