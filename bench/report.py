@@ -155,6 +155,20 @@ def _cpu_by_process(row: Row) -> str:
     return " / ".join(f"{seconds / row['seconds']:.0%}" for seconds in used[:3])
 
 
+def peer_round_lines(report: dict[str, Any]) -> list[str]:
+    """Each peer's every round: req/s and CPU by process, to show how much it moved and why."""
+    lines = []
+    for peer in _peer_names(report):
+        run = PEERS[peer][0]
+        for concurrency in (8, 32):
+            rounds = [_row(rows, run, concurrency) for rows in report["single_rounds"]]
+            listed = "; ".join(
+                f"{row['requests_per_s']:,.0f} req/s (CPU {_cpu_by_process(row)})" for row in rounds
+            )
+            lines.append(f"- {peer}, c={concurrency}, round by round: {listed}.")
+    return lines
+
+
 def v2_targets(report: dict[str, Any]) -> list[str]:
     """V2 binary over the raw binary body, paired within each round (median of the rounds)."""
     lines = []
@@ -327,7 +341,11 @@ def write_report(report: dict[str, Any]) -> None:
         "The CPU columns: the CPU time each of the server's processes used during that run, as a "
         "share of the run's time, busiest first (at most three; 100% is one core). Two workers "
         "busy alike mean the load was shared; one busy and one idle mean the connections all "
-        "went to one worker.",
+        "went to one worker. BentoML's workers share one listening socket, so whichever "
+        "accepts first may take every connection of a run; its rounds below show how much that "
+        "moves its throughput, and with it the lead over it.",
+        "",
+        *peer_round_lines(report),
         "",
         "## A retry storm",
         "",

@@ -370,6 +370,8 @@ def bench_single(
                 "name": name,
                 "concurrency": concurrency,
                 "requests_per_s": results[index].requests_per_s,
+                "server_cpu_s": results[index].server_cpu_s,
+                "seconds": results[index].seconds,
             }
             for (name, concurrency), results in runs.items()
         ]
