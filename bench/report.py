@@ -26,6 +26,7 @@ TARGET_BATCH = 0.80  # Batch-256 binary >= 80 % of in-process, for 1, 2 and 4 wo
 EARLIER_LEAD = {"mlserver": 3.3, "bentoml": 6.0}
 # Each peer's run in the single-image rounds, and the cnn-serve form that posts the same body.
 PEERS = {"bentoml": ("bentoml-json", "json"), "mlserver": ("mlserver-v2-json", "v2-json")}
+PEER_RUNS = {run for run, _ in PEERS.values()}
 Row = dict[str, Any]
 
 
@@ -78,9 +79,8 @@ def single_table(report: dict[str, Any]) -> list[str]:
         "wrk CPU s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    peer_runs = {run for run, _ in PEERS.values()}
     for row in report["single"]:
-        if row["name"] in peer_runs:
+        if row["name"] in PEER_RUNS:
             continue
         lines.append(
             f"| {row['name']} | {row['concurrency']} | {row['requests_per_s']:,.0f} | "
@@ -222,8 +222,7 @@ def capacity_lines(report: dict[str, Any]) -> list[str]:
 
 def plot(report: dict[str, Any]) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    peer_runs = {run for run, _ in PEERS.values()}
-    forms = sorted({row["name"] for row in report["single"]} - peer_runs)
+    forms = sorted({row["name"] for row in report["single"]} - PEER_RUNS)
     width = 0.8 / 2
     for offset, concurrency in enumerate((8, 32)):
         values = [_row(report["single"], form, concurrency)["requests_per_s"] for form in forms]

@@ -294,10 +294,9 @@ class Target:
     pid: int
 
 
-def tree_cpu_s(pid: int) -> dict[int, float]:
-    """CPU seconds used so far by a process and by each live descendant of it, by pid."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
+def process_table() -> dict[int, tuple[int, float]]:
+    """Every live process: its parent's pid and the CPU seconds it has used so far."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -305,20 +304,31 @@ def tree_cpu_s(pid: int) -> dict[int, float]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        table[int(entry.name)] = (int(fields[1]), cpu_s)
+    return table
+
+
+def tree_cpu_s(table: dict[int, tuple[int, float]], pid: int) -> dict[int, float]:
+    """CPU seconds used so far by a process and by each live descendant of it, by pid."""
     tree, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()
-        children = [child for child, of in parents.items() if of == parent]
+        children = [child for child, (of, _) in table.items() if of == parent]
         tree.update(children)
         frontier += children
-    return {member: times[member] for member in tree if member in times}
+    return {member: table[member][1] for member in tree if member in table}
 
 
 def _cpu_used(before: dict[int, float], after: dict[int, float]) -> list[float]:
     """CPU seconds each process used between two ``tree_cpu_s`` readings, busiest first."""
     return sorted((after[pid] - before.get(pid, 0.0) for pid in after), reverse=True)
+
+
+def servers_cpu_s(pids: set[int]) -> dict[int, dict[int, float]]:
+    """``tree_cpu_s`` of each server, from one reading of /proc."""
+    table = process_table()
+    return {pid: tree_cpu_s(table, pid) for pid in pids}
 
 
 def bench_single(
@@ -331,7 +341,7 @@ def bench_single(
     if they were measured under the same conditions, so ratios are taken within each round.
     The servers not under load sit idle; the CPU they use meanwhile is recorded.
 
-    Returns each (server and form, concurrency)'s median run, every round's req/s, and the
+    Returns each (server and form, concurrency)'s median run, every round's runs, and the
     idle servers' CPU seconds during the runs (total, and the largest in one run).
     """
     runs: dict[tuple[str, int], list[LoadResult]] = {}
@@ -350,11 +360,12 @@ def bench_single(
         for _ in range(ROUNDS):
             for concurrency in SINGLE_CONCURRENCIES:
                 for target in targets:
-                    before = {pid: tree_cpu_s(pid) for pid in pids}
+                    before = servers_cpu_s(pids)
                     result = run_wrk(
                         target.url, bodies[target.body], target.name, concurrency, seconds / ROUNDS
                     )
-                    used = {pid: _cpu_used(before[pid], tree_cpu_s(pid)) for pid in pids}
+                    after = servers_cpu_s(pids)
+                    used = {pid: _cpu_used(before[pid], after[pid]) for pid in pids}
                     result.server_cpu_s = used[target.pid]
                     idle = sum(sum(used[pid]) for pid in pids - {target.pid})
                     idle_cpu["total_s"] += idle
@@ -364,19 +375,7 @@ def bench_single(
         sorted(results, key=lambda result: result.requests_per_s)[len(results) // 2]
         for results in runs.values()
     ]
-    rounds = [
-        [
-            {
-                "name": name,
-                "concurrency": concurrency,
-                "requests_per_s": results[index].requests_per_s,
-                "server_cpu_s": results[index].server_cpu_s,
-                "seconds": results[index].seconds,
-            }
-            for (name, concurrency), results in runs.items()
-        ]
-        for index in range(ROUNDS)
-    ]
+    rounds = [[asdict(results[index]) for results in runs.values()] for index in range(ROUNDS)]
     return medians, rounds, idle_cpu
 
 
@@ -462,13 +461,12 @@ def bench_storm(bodies: dict[str, Body], seconds: float) -> dict[str, Any]:
 def worker_rss_mib(supervisor: int) -> list[float]:
     """Resident memory of each worker process of a supervisor."""
     sizes = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for pid, (parent, _) in process_table().items():
+        if parent != supervisor:
             continue
         try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[1]) == supervisor and "spawn_main" in (entry / "cmdline").read_text():
-                status = (entry / "status").read_text()
+            if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text():
+                status = Path(f"/proc/{pid}/status").read_text()
                 sizes.append(int(status.split("VmRSS:")[1].split()[0]) / 1024)
         except OSError:
             continue
