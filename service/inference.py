@@ -13,7 +13,13 @@ from service.errors import InvalidInputError
 from service.limits import Deadline
 from service.options import FeatureMapOptions
 from service.payloads import Payload
-from service.preprocessing import arrays_to_batch, item_errors, prepare_image, read_header
+from service.preprocessing import (
+    arrays_to_batch,
+    check_size_as_is,
+    item_errors,
+    prepare_image,
+    read_header,
+)
 from service.runtime import FeatureMaps, ModelRuntime
 from service.state import ServingState
 from service.v2 import ParsedInference
@@ -57,6 +63,8 @@ async def model_input(
         deadline.check()
         with item_errors(index):
             header = await asyncio.to_thread(read_header, blob, limits)
+            if method == "none":
+                check_size_as_is(header.size, spec)
             async with state.decode_budget.reserve(header.decode_bytes):
                 deadline.check()
                 prepared.append(await asyncio.to_thread(prepare_image, blob, method, spec, limits))

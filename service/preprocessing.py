@@ -232,20 +232,30 @@ def _block_reduce(
 ) -> np.ndarray:
     """Shrink (H, W) by an integer factor, each output pixel the mean, min or max of its block.
 
+    Blocks at the right and bottom edges hold what is left of the image (no padding), and the
+    image is reduced one band of ``factor`` rows at a time: the memory used is the output's plus
+    one band's, whatever the aspect ratio (padding a 16,000,000 x 1 image to whole blocks of
+    62,500 would ask for terabytes; converting a whole upload to float, 4 bytes a pixel).
+
     Returns:
-        float32 (ceil(H / factor), ceil(W / factor)); edge blocks are padded with edge values.
+        float32 (ceil(H / factor), ceil(W / factor)).
     """
     if factor == 1:
         return pixels.astype(np.float32, copy=False)
     height, width = pixels.shape
-    padded = np.pad(pixels, ((0, -height % factor), (0, -width % factor)), mode="edge").reshape(
-        -(-height // factor), factor, -(-width // factor), factor
-    )
-    if how == "mean":
-        return np.asarray(padded.mean(axis=(1, 3)), dtype=np.float32)
-    if how == "max":
-        return np.asarray(padded.max(axis=(1, 3)), dtype=np.float32)
-    return np.asarray(padded.min(axis=(1, 3)), dtype=np.float32)
+    starts = np.arange(0, width, factor)
+    block_widths = np.diff(np.append(starts, width)).astype(np.float32)
+    reduced = np.empty((-(-height // factor), starts.size), dtype=np.float32)
+    for row, top in enumerate(range(0, height, factor)):
+        band = pixels[top : top + factor]
+        if how == "mean":
+            sums = np.add.reduceat(band.sum(axis=0, dtype=np.float32), starts)
+            reduced[row] = sums / (block_widths * band.shape[0])
+        elif how == "max":
+            reduced[row] = np.maximum.reduceat(band.max(axis=0), starts)
+        else:
+            reduced[row] = np.minimum.reduceat(band.min(axis=0), starts)
+    return reduced
 
 
 @dataclass(frozen=True)
@@ -260,15 +270,27 @@ class Background:
     noise: float
 
     def at(self, shape: tuple[int, int]) -> np.ndarray:
-        """The surface sampled on an (H, W) grid. Returns float32 (H, W)."""
-        return np.asarray(_quadratic_terms(shape) @ self.coefficients, dtype=np.float32).reshape(
-            shape
-        )
+        """The surface sampled on an (H, W) grid. Returns float32 (H, W).
+
+        Evaluated from one column of rows and one row of columns, so it costs the output's
+        memory only, whatever the grid (no (H * W, 6) matrix of terms).
+        """
+        c0, c_row, c_column, c_cross, c_row2, c_column2 = self.coefficients
+        rows = np.linspace(0.0, 1.0, shape[0])[:, np.newaxis]
+        columns = np.linspace(0.0, 1.0, shape[1])[np.newaxis, :]
+        by_row = (c0 + c_row * rows + c_row2 * rows**2).astype(np.float32)
+        by_column = (c_column * columns + c_column2 * columns**2).astype(np.float32)
+        cross = (c_cross * rows).astype(np.float32) * columns.astype(np.float32)
+        return np.asarray(by_row + by_column + cross, dtype=np.float32)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def _quadratic_terms(shape: tuple[int, int]) -> np.ndarray:
-    """The 6 quadratic terms (1, r, c, rc, r², c²) at each pixel of a grid. float64 (H*W, 6)."""
+    """The 6 quadratic terms (1, r, c, rc, r², c²) at each pixel of a grid. float64 (H*W, 6).
+
+    Only for fitting, on thumbnails of at most ``POLARITY_SIDE`` squared pixels: each cached
+    matrix is at most 200 KB.
+    """
     row_grid, column_grid = np.meshgrid(
         np.linspace(0.0, 1.0, shape[0]), np.linspace(0.0, 1.0, shape[1]), indexing="ij"
     )
@@ -589,10 +611,15 @@ def _border_median(gray: np.ndarray) -> float:
 def plain_resize(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     """Pad to a square with the background, then resize to the model's input size.
 
+    The image is first box-reduced to at most ``ANALYSIS_SIDE`` pixels, so that padding costs
+    the reduced image's memory, not a float square of the upload's longest side.
+
     Returns:
         float32 (canvas, canvas) in [0, 1], light on dark.
     """
-    light = 255.0 - gray if ink_is_dark(gray, spec.invert) else gray.astype(np.float32)
+    dark = ink_is_dark(gray, spec.invert)
+    reduced = _block_reduce(gray, max(1, -(-max(gray.shape) // ANALYSIS_SIDE)), "mean")
+    light = np.float32(255.0) - reduced if dark else reduced
     height, width = light.shape
     side = max(height, width)
     square = np.full((side, side), _border_median(light), dtype=np.float32)
@@ -609,12 +636,21 @@ def as_is(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     Returns:
         float32 (canvas, canvas) in [0, 1].
     """
-    if gray.shape != (spec.canvas, spec.canvas):
+    check_size_as_is((gray.shape[1], gray.shape[0]), spec)
+    return gray.astype(np.float32) / np.float32(255.0)
+
+
+def check_size_as_is(size: tuple[int, int], spec: PreprocessingSpec) -> None:
+    """Refuse an image of (width, height) that ``preprocess=none`` cannot take, before decoding.
+
+    Raises:
+        InvalidInputError: it is not canvas x canvas.
+    """
+    if size != (spec.canvas, spec.canvas):
         raise InvalidInputError(
             f"preprocess=none needs a {spec.canvas}x{spec.canvas} image, got "
-            f"{gray.shape[1]}x{gray.shape[0]}; use preprocess=mnist or resize"
+            f"{size[0]}x{size[1]}; use preprocess=mnist or resize"
         )
-    return gray.astype(np.float32) / np.float32(255.0)
 
 
 def prepare(gray: np.ndarray, method: PreprocessMethod, spec: PreprocessingSpec) -> np.ndarray:

@@ -136,9 +136,9 @@ def reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def lossless_webp(width: int, height: int) -> bytes:
-    """A tiny lossless WEBP file that decodes to width x height RGBA pixels."""
-    image = Image.new("RGBA", (width, height), (255, 255, 255, 0))
+def lossless_webp(width: int, height: int, mode: str = "RGBA") -> bytes:
+    """A tiny lossless WEBP file that decodes to width x height pixels (RGBA or RGB)."""
+    image = Image.new(mode, (width, height), (255, 255, 255, 0))
     ImageDraw.Draw(image).line(
         [(width // 2, 10), (width // 2 + 40, height - 10)], (0, 0, 0, 255), 9
     )
@@ -193,6 +193,50 @@ def test_memory_stays_bounded_under_twelve_decompression_bombs(live: LiveService
     peak = peak_rss_mib(pid) - before
     print(f"peak RSS above idle with 12 x 12 MP WEBP in parallel: {peak:.0f} MiB")
     assert peak < DECODE_BUDGET_MIB + MARGIN_MIB
+
+
+def png_of(width: int, height: int) -> bytes:
+    """A small PNG of width x height grayscale pixels: paper with one dark bar."""
+    image = Image.new("L", (width, height), 235)
+    ImageDraw.Draw(image).line([(width // 3, 0), (width // 2, height)], 10, max(1, width // 40))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+EXTREME_SHAPES = {
+    # RGB: 16 bytes a pixel to decode, just inside the default budget (RGBA is refused, 413).
+    "webp-16383x976": (lossless_webp(16383, 976, "RGB"), "image/webp"),
+    "png-16000000x1": (png_of(16_000_000, 1), "image/png"),
+    "png-1x16000000": (png_of(1, 16_000_000), "image/png"),
+    "png-4000x4000": (png_of(4000, 4000), "image/png"),
+}
+
+
+@pytest.mark.parametrize("preprocess", ["mnist", "resize", "none"])
+@pytest.mark.parametrize("shape", sorted(EXTREME_SHAPES))
+def test_every_preprocessing_mode_stays_in_the_decode_budget_at_any_aspect_ratio(
+    live: LiveService, preprocess: str, shape: str
+) -> None:
+    """12 hostile images in parallel per mode and shape: each answer is 200 or a 4xx JSON error,
+    and the worker's peak RSS stays within the decode budget plus the margin."""
+    pid = live.process.pid
+    reset_peak(pid)
+    before = rss_mib(pid)
+    content, content_type = EXTREME_SHAPES[shape]
+    responses = post_in_parallel(
+        f"{live.url}/predict?preprocess={preprocess}",
+        12,
+        content=content,
+        headers={"content-type": content_type},
+    )
+    # Not 28x28, so preprocess=none refuses each from its header; the others find a digit or
+    # say there is none.
+    allowed = {422} if preprocess == "none" else {200, 422}
+    for response in responses:
+        assert response.status_code in allowed, response.text
+        assert response.status_code == 200 or set(response.json()) == {"error"}
+    assert peak_rss_mib(pid) - before < DECODE_BUDGET_MIB + MARGIN_MIB
 
 
 def test_json_flood_is_refused_and_the_loop_stays_responsive(live: LiveService) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from model_card import PreprocessingSpec
 from service import preprocessing
 from service.errors import InvalidInputError
+from service.preprocessing import PREPROCESS_BYTES_PER_PIXEL, prepare
 
 SPEC = PreprocessingSpec(default="mnist", invert="auto", digit_box=20, canvas=28)
 
@@ -168,3 +173,36 @@ def test_opaque_rgba_reads_like_rgb() -> None:
     np.testing.assert_array_equal(
         preprocessing.to_grayscale(image), preprocessing.to_grayscale(image.convert("RGB"))
     )
+
+
+@settings(max_examples=60, derandomize=True, deadline=None, database=None)
+@given(
+    width=st.one_of(st.integers(1, 3000), st.sampled_from([1, 2, 16_383, 200_000])),
+    height=st.one_of(st.integers(1, 3000), st.sampled_from([1, 2, 976, 60_000])),
+    method=st.sampled_from(["mnist", "resize"]),
+    content=st.sampled_from(["blank", "noise", "bar"]),
+)
+def test_preprocessing_memory_stays_within_its_per_pixel_budget(
+    width: int, height: int, method: str, content: str
+) -> None:
+    """Every method, any aspect ratio: NumPy holds at most PREPROCESS_BYTES_PER_PIXEL per pixel
+    (plus a fixed 2 MB), which the decode budget reserves; the answer is a digit or a 422."""
+    if width * height > 16_000_000:
+        width = max(1, 16_000_000 // height)
+    gray = np.full((height, width), 230, dtype=np.uint8)
+    if content == "noise":
+        gray[:] = np.random.default_rng(width * height).integers(0, 256, gray.shape)
+    elif content == "bar":
+        gray[height // 4 : max(height // 4 + 1, 3 * height // 4), width // 2 :: 7] = 20
+    tracemalloc.start()
+    try:
+        digit = prepare(gray, method, SPEC)  # type: ignore[arg-type]
+    except InvalidInputError:
+        digit = None
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak <= PREPROCESS_BYTES_PER_PIXEL * width * height + 2 * 2**20, (peak, width, height)
+    if digit is not None:
+        assert digit.shape == (28, 28) and np.isfinite(digit).all()
+        assert 0.0 <= digit.min() and digit.max() <= 1.0
