@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,22 +27,23 @@ from service.security import ApiKeys, ExposureRules, OriginPolicy
 
 @dataclass
 class _Exchange:
-    """One request's response as it goes out: its status, whether it started, HEAD handling."""
+    """One request's response as it goes out: its status, and whether it started.
+
+    ``scope`` is what the app sees: for HEAD, a copy that says GET, so that routes declared for
+    GET answer it. The server's own scope keeps HEAD, so uvicorn sends the head of the response
+    with its Content-Length and drops the body itself (changing the server's scope made it
+    expect the body, log "Response content shorter than Content-Length" and drop the
+    connection).
+    """
 
     send: Send
-    head: bool
+    scope: Scope
     status: int = 500
     started: bool = False
-    body_sent: bool = field(default=False)
 
     async def forward(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status, self.started = message["status"], True
-        elif self.head and message["type"] == "http.response.body":
-            if self.body_sent:
-                return
-            self.body_sent = True
-            message = {"type": "http.response.body", "body": b"", "more_body": False}
         await self.send(message)
 
     async def refuse(
@@ -113,9 +114,9 @@ class EdgeMiddleware:
             return
         started = time.perf_counter()
         method = scope["method"]
-        exchange = _Exchange(send, head=method == "HEAD")
+        exchange = _Exchange(send, {**scope, "method": "GET"} if method == "HEAD" else scope)
         try:
-            await self._handle(scope, receive, exchange)
+            await self._handle(exchange.scope, receive, exchange)
         except PayloadTooLargeError as error:  # From the counting receive, where no handler saw it.
             if not exchange.started:
                 await exchange.refuse(scope, 413, "payload_too_large", error.message)
@@ -132,7 +133,7 @@ class EdgeMiddleware:
             )
             # Answered; the task was cancelled to end it, and now ends normally.
         finally:
-            template = getattr(scope.get("route"), "path", "unmatched")
+            template = getattr(exchange.scope.get("route"), "path", "unmatched")
             self.metrics.observe_exchange(
                 method, template, exchange.status, time.perf_counter() - started
             )
@@ -167,8 +168,6 @@ class EdgeMiddleware:
         if declared is not None and int(declared) > self.max_body_bytes:
             await exchange.refuse(scope, 413, "payload_too_large", self._too_large())
             return
-        if exchange.head:
-            scope["method"] = "GET"  # Answered like GET; the body is dropped on the way out.
         if not is_inference(scope):
             await self.app(scope, self._counting(receive), exchange.forward)
             return

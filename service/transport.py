@@ -13,12 +13,15 @@ import logging
 import math
 from typing import Any
 
+import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.config import Settings
 
 logger = logging.getLogger("service.transport")
+# (status, reason phrase, error code, message) of a response that ends a connection.
+_Refusal = tuple[int, str, str, str]
 
 
 class ConnectionShare:
@@ -144,6 +147,8 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(OneSendTransport(transport, self.loop))
         ConnectionShare.opened(+1)
         self._shedding = False
+        self._refusal_after_answers: _Refusal | None = None
+        self._parse_refusal: _Refusal | None = None
         self._header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._arm(self.header_timeout_s, "send its request headers")
@@ -172,10 +177,39 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(_raw_error(status, reason, code, message))
             self.transport.close()
 
+    def _refuse_in_turn(self, refusal: _Refusal) -> None:
+        """Refuse a request whose earlier, valid neighbours on the connection (pipelined in the
+        same packet) are still being answered: after their responses, not instead of them."""
+        if self._answering():
+            self._refusal_after_answers = refusal
+            self.flow.pause_reading()  # The parser has stopped; nothing more is read.
+            return
+        self._refuse(*refusal)
+
+    def _answering(self) -> bool:
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        refusal = self._refusal_after_answers
+        if refusal is not None and not self._answering():
+            self._refusal_after_answers = None
+            self._refuse(*refusal)
+
     def send_400_response(self, msg: str) -> None:
-        """Malformed HTTP (a bad request line or header): the error shape, not plain text."""
+        """Malformed HTTP (a bad request line or header): the error shape, not plain text.
+
+        uvicorn calls this when the parser stops, also when one of the callbacks here stopped
+        it on purpose (``_parse_refusal``: headers too large).
+        """
         self._disarm()
-        self._refuse(400, "Bad Request", "bad_request", "malformed HTTP request")
+        refusal = self._parse_refusal or (
+            400,
+            "Bad Request",
+            "bad_request",
+            "malformed HTTP request",
+        )
+        self._refuse_in_turn(refusal)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -193,13 +227,14 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _count_header_bytes(self, amount: int) -> None:
         self._header_bytes += amount
         if self._header_bytes > self.max_header_bytes:
-            self._disarm()
-            self._refuse(
+            self._parse_refusal = (
                 431,
                 "Request Header Fields Too Large",
                 "headers_too_large",
                 f"the request line and headers exceed {self.max_header_bytes} bytes",
             )
+            # Stops the parser: uvicorn then calls send_400_response, which refuses in turn.
+            raise httptools.HttpParserError("headers too large")
 
     def on_headers_complete(self) -> None:
         if self.transport.is_closing():
