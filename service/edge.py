@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.admission import Admission, is_inference
 from service.errors import PayloadTooLargeError, error_response
 from service.metrics import ServiceMetrics
+from service.numbers import whole_number
 from service.security import ApiKeys, ExposureRules, OriginPolicy
 
 
@@ -161,17 +162,17 @@ class EdgeMiddleware:
                 headers={"WWW-Authenticate": 'Bearer realm="cnn-serve"'},
             )
             return
-        declared = headers.content_length
-        if declared is not None and not declared.isdigit():
+        declared = None if headers.content_length is None else whole_number(headers.content_length)
+        if headers.content_length is not None and declared is None:
             await exchange.refuse(scope, 400, "bad_request", "invalid Content-Length header")
             return
-        if declared is not None and int(declared) > self.max_body_bytes:
+        if declared is not None and declared > self.max_body_bytes:
             await exchange.refuse(scope, 413, "payload_too_large", self._too_large())
             return
         if not is_inference(scope):
             await self.app(scope, self._counting(receive), exchange.forward)
             return
-        body_bytes = self.max_body_bytes if declared is None else int(declared)
+        body_bytes = self.max_body_bytes if declared is None else declared
         if not self.admission.try_admit(body_bytes):
             self.metrics.overload_refusals.inc()
             await self._overloaded(scope, exchange)

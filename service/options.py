@@ -7,7 +7,6 @@ what is documented cannot drift apart.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -15,8 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from model_card import PreprocessMethod
 from service.errors import InvalidInputError
-
-_DIGITS = re.compile(r"[0-9]{1,9}")
+from service.numbers import whole_number
 
 
 class PredictOptions(BaseModel):
@@ -38,9 +36,10 @@ class PredictOptions(BaseModel):
     def _integer_text(cls, value: Any) -> Any:
         """A query string or form field carries text: accept plain ASCII digits only."""
         if isinstance(value, str):
-            if not _DIGITS.fullmatch(value.strip()):
+            number = whole_number(value)
+            if number is None:
                 raise ValueError("must be a whole number")
-            return int(value)
+            return number
         return value
 
 

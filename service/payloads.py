@@ -34,6 +34,7 @@ from service.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
+from service.numbers import whole_number
 from service.options import OPTION_FIELDS, PredictOptions, parse_options
 
 SUPPORTED_MEDIA_TYPES = (
@@ -312,14 +313,12 @@ def parse_shape(text: str, values: int) -> tuple[int, ...]:
     Raises:
         InvalidInputError: not a list of 1-4 whole numbers, or not matching the body.
     """
-    parts = [part.strip() for part in text.replace("x", ",").split(",")]
-    if not 1 <= len(parts) <= MAX_TENSOR_DIMENSIONS or not all(
-        part.isascii() and part.isdigit() for part in parts
-    ):
+    numbers = [whole_number(part) for part in text.replace("x", ",").split(",")]
+    shape = tuple(number for number in numbers if number is not None)
+    if not 1 <= len(numbers) <= MAX_TENSOR_DIMENSIONS or len(shape) != len(numbers):
         raise InvalidInputError(
             f"X-Shape must be 1 to {MAX_TENSOR_DIMENSIONS} whole numbers like 'N,28,28'"
         )
-    shape = tuple(int(part) for part in parts)
     if math.prod(shape) != values:  # Python integers: no overflow, whatever the header says.
         raise InvalidInputError(f"X-Shape {list(shape)} does not match the {values} values sent")
     return shape

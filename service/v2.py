@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model_card import ModelCard
 from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
+from service.numbers import whole_number
 from service.preprocessing import checked_unit_interval
 
 SERVER_EXTENSIONS = ["binary_tensor_data", "classification"]
@@ -121,9 +122,9 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """
     if header_length is None:
         return body, b""
-    if not header_length.strip().isdigit():
+    length = whole_number(header_length)
+    if length is None:
         raise BadRequestError("Inference-Header-Content-Length must be a whole number")
-    length = int(header_length)
     if length > len(body):
         raise BadRequestError(
             f"Inference-Header-Content-Length {length} exceeds the body's {len(body)} bytes"

@@ -7,13 +7,15 @@ import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from service.app import create_app
+from service.numbers import whole_number
 from tests.conftest import make_settings
 from tests.servers import LiveService, running_service
 
@@ -113,3 +115,79 @@ def test_pipelined_requests_are_answered_before_a_malformed_one_is_refused(
     answer = exchange(live.port, b"".join(requests[kind] for kind in valid) + malformed)
     assert statuses(answer) == [200] * len(valid) + [refusal], answer[-2000:]
     assert answer.rstrip().endswith(b"}")  # The JSON error shape, then the end.
+
+
+# Text where a whole number is expected: Unicode digits ('²', '٣'), thousands of digits, signs,
+# spaces, and plain numbers.
+NUMBER_TEXT = st.one_of(
+    st.text(st.characters(categories=["Nd", "No", "Zs"]), min_size=1, max_size=8),
+    st.integers(19, 6000).map(lambda digits: "9" * digits),
+    st.sampled_from(
+        ["²", "-1", "+5", " 7 ", "0x10", "1e3", "1_000", "١٢", "", "18446744073709551616"]
+    ),
+    st.integers(0, 10**6).map(str),
+)
+
+
+def raw_request(method: str, target: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    """A request with header values sent as UTF-8, byte for byte."""
+    lines = [f"{method} {target} HTTP/1.1", "host: 127.0.0.1", "connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def v2_body() -> bytes:
+    return (
+        b'{"inputs":[{"name":"input","shape":[1,784],"datatype":"UINT8","data":['
+        + b",".join([b"0"] * 784)
+        + b"]}]}"
+    )
+
+
+@PROTOCOL_SETTINGS
+@given(
+    text=NUMBER_TEXT, where=st.sampled_from(["content-length", "header-length", "x-shape", "top_k"])
+)
+def test_numbers_in_headers_and_queries_are_never_a_server_error(
+    live: LiveService, text: str, where: str
+) -> None:
+    """Every place a number is read from request text answers 2xx or a 4xx JSON error."""
+    # A real Content-Length other than the body's makes the server wait for the rest.
+    assume(where != "content-length" or whole_number(text) is None)
+    pixels = bytes(784)
+    if where == "content-length":
+        request = (
+            raw_request(
+                "POST",
+                "/predict",
+                {"content-type": "application/octet-stream", "content-length": text},
+            )
+            + pixels
+        )
+    elif where == "header-length":
+        body = v2_body()
+        request = raw_request(
+            "POST",
+            "/v2/models/mnist-deep-cnn/infer",
+            {"inference-header-content-length": text, "content-length": str(len(body))},
+            body,
+        )
+    elif where == "x-shape":
+        request = raw_request(
+            "POST",
+            "/predict",
+            {"content-type": "application/octet-stream", "x-shape": text, "content-length": "784"},
+            pixels,
+        )
+    else:
+        request = raw_request(
+            "POST",
+            f"/predict?top_k={quote(text)}",
+            {"content-type": "application/octet-stream", "content-length": "784"},
+            pixels,
+        )
+    answer = exchange(live.port, request)
+    (status,) = statuses(answer)
+    assert 200 <= status < 500, answer[:500]
+    if status >= 400:
+        assert answer.rstrip().endswith(b"}") and b'"error"' in answer, answer[:500]
