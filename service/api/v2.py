@@ -157,6 +157,14 @@ async def _body(request: Request, state: ServingState) -> bytes:
         raise BadRequestError(f"the body is not valid {encoding} data") from None
     if len(inflated) > limit or decompressor.unconsumed_tail:
         raise PayloadTooLargeError(f"the decompressed body exceeds the limit of {limit} bytes")
+    # Exactly one whole stream: a truncated one, trailing bytes or a second gzip member would
+    # otherwise pass as a shorter body.
+    if not decompressor.eof:
+        raise BadRequestError(f"the {encoding} body is truncated")
+    if decompressor.unused_data:
+        raise BadRequestError(
+            f"the {encoding} body has {len(decompressor.unused_data)} bytes after its end"
+        )
     return inflated
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -13,6 +14,8 @@ import onnxruntime as ort
 import pytest
 import tritonclient.http as triton
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import MODELS_DIR
@@ -335,3 +338,33 @@ def test_v2_goes_through_the_metrics(client: TestClient) -> None:
     client.post(f"/v2/models/{MODEL}/infer", json={"inputs": [INPUT]})
     text = client.get("/metrics").text
     assert 'route="/v2/models/{name}/infer",status="200"' in text
+
+
+@settings(max_examples=40, derandomize=True, deadline=None, database=None)
+@given(
+    encoding=st.sampled_from(["gzip", "deflate"]),
+    damage=st.one_of(
+        st.tuples(st.just("truncate"), st.integers(1, 200)),
+        st.tuples(st.just("append"), st.binary(min_size=1, max_size=64)),
+        st.tuples(st.just("second member"), st.just(b"")),
+    ),
+)
+def test_compressed_bodies_must_be_exactly_one_whole_stream(
+    client: TestClient, encoding: str, damage: tuple[str, bytes | int]
+) -> None:
+    """Truncated streams, trailing bytes and a second gzip member are 400, never a shorter body."""
+    document = json.dumps({"inputs": [INPUT]}).encode()
+    body = gzip.compress(document) if encoding == "gzip" else zlib.compress(document)
+    kind, value = damage
+    if kind == "truncate":
+        assert isinstance(value, int)
+        body = body[: max(1, len(body) - value)]
+    elif kind == "append":
+        assert isinstance(value, bytes)
+        body += value
+    else:
+        body += gzip.compress(document) if encoding == "gzip" else zlib.compress(document)
+    response = client.post(
+        f"/v2/models/{MODEL}/infer", content=body, headers={"content-encoding": encoding}
+    )
+    v2_error(response, 400)
