@@ -7,7 +7,8 @@ need none of it: they take the ``Request``, the ``ServingState`` and path parame
 strings), parse their bodies and options themselves with pydantic models, and return a
 ``Response``. A ``LeanRoute`` hands them exactly those.
 
-Everything else stays FastAPI's: the OpenAPI schema is built from the same signatures and
+With dependency overrides set, the route runs FastAPI's full handler. Everything else stays
+FastAPI's: the OpenAPI schema is built from the same signatures and
 decorator arguments, and errors raised by the endpoint reach the same exception handlers. The
 route refuses, when it is declared, an endpoint that wants anything else (a query parameter, a
 body model, another dependency) or returns anything but a ``Response``, so nothing can be
@@ -32,10 +33,24 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 class LeanRoute(APIRoute):
-    """An ``APIRoute`` whose handler passes the endpoint its request, state and path values."""
+    """An ``APIRoute`` whose handler passes the endpoint its request, state and path values.
+
+    While the app has ``dependency_overrides`` (FastAPI's testing idiom), requests take
+    FastAPI's own handler instead, which solves the endpoint's dependencies and so honours
+    them; the lean path costs one check of that dict.
+    """
 
     def get_route_handler(self) -> Handler:
-        return lean_handler(self.endpoint, set(self.param_convertors))
+        lean = lean_handler(self.endpoint, set(self.param_convertors))
+        standard = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            # The app's overrides, read per request: tests set them after the app is built.
+            if getattr(request.app, "dependency_overrides", None):
+                return await standard(request)
+            return await lean(request)
+
+        return handle
 
 
 def lean_handler(endpoint: Callable[..., Awaitable[Response]], path_params: set[str]) -> Handler:

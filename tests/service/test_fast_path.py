@@ -9,9 +9,11 @@ from fastapi.testclient import TestClient
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.deps import Serving
+from service.api.deps import Serving, get_serving_state
 from service.api.lean import LeanRoute
 from service.app import create_app
+from service.errors import NotReadyError
+from service.state import ServingState
 from tests.conftest import make_settings
 
 
@@ -99,3 +101,30 @@ def test_the_inference_routes_are_lean_and_documented_as_before() -> None:
     parameters = paths["/v2/models/{name}/versions/{version}/infer"]["post"]["parameters"]
     assert {p["name"] for p in parameters if p["in"] == "path"} == {"name", "version"}
     assert paths["/models/{name}/predict"]["post"]["requestBody"]["content"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/predict",
+        "/models/mnist-deep-cnn/predict",
+        "/feature-maps",
+        "/v2/models/mnist-deep-cnn/infer",
+        "/v2/models/mnist-deep-cnn/versions/1/infer",
+    ],
+)
+def test_dependency_overrides_reach_the_inference_routes(client: TestClient, path: str) -> None:
+    """FastAPI's testing idiom: overriding the serving state changes what the lean routes use."""
+    app = client.app
+    assert isinstance(app, FastAPI)
+
+    def not_ready() -> ServingState:
+        raise NotReadyError("overridden for this test")
+
+    app.dependency_overrides[get_serving_state] = not_ready
+    try:
+        response = client.post(path, content=b"{}", headers={"content-type": "application/json"})
+    finally:
+        app.dependency_overrides.clear()
+    assert response.status_code == 503, response.text
+    assert "overridden for this test" in response.text
