@@ -7,6 +7,11 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+# Methods counted by name; any other (httptools accepts WebDAV's and more) counts as "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+# A path no route serves is counted as route "unmatched" (by the edge); so is a method a route
+# does not serve (405), so that strangers cannot add series with bogus paths or methods.
+METHOD_NOT_ALLOWED = 405
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -76,12 +81,20 @@ class ServiceMetrics:
             multiprocess_mode="livemax",
         )
         # labels() validates and looks up under a lock: a few microseconds on every request.
-        # The children are kept here instead; methods (httptools knows a fixed set), route
-        # templates and statuses are all bounded, so this stays small.
+        # The children are kept here instead; methods, route templates and statuses are all
+        # bounded (see observe_exchange), so this stays small.
         self._exchange_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_exchange(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count and time one HTTP request and its answer (``route``: the path template)."""
+        """Count and time one HTTP request and its answer (``route``: the path template).
+
+        Label values come from bounded sets only: the known methods, the app's route templates
+        and the statuses it answers with. Unknown methods and unrouted requests share labels.
+        """
+        if method not in KNOWN_METHODS:
+            method = "other"
+        if status == METHOD_NOT_ALLOWED:
+            route = "unmatched"
         key = (method, route, status)
         children = self._exchange_children.get(key)
         if children is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -166,3 +167,32 @@ def test_start_up_log_names_the_url_and_a_busy_port_is_one_line(tmp_path: Path) 
             "process; stop it or set CNN_SERVE_PORT"
         ]
         assert httpx.get(f"{service.url}/health/ready").status_code == 200
+
+
+def stranger_requests(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(method, path) pairs a scanner might send: odd and made-up methods, real and bogus paths."""
+    chooser = random.Random(seed)
+    methods = ["GET", "PUT", "DELETE", "PATCH", "PROPFIND", "MKCOL", "TRACE"]
+    paths = ["/predict", "/models", "/v2/models/mnist-deep-cnn", "/metrics", "/health/live"]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return [
+        (
+            chooser.choice(methods) if chooser.random() < 0.5 else f"X{chooser.randrange(10**6)}",
+            chooser.choice(paths)
+            if chooser.random() < 0.5
+            else "/" + "".join(chooser.choices(letters, k=8)),
+        )
+        for _ in range(count)
+    ]
+
+
+def test_metrics_stay_small_whatever_strangers_send(client: TestClient) -> None:
+    """3,000 requests with bogus methods and paths add at most a few series to /metrics."""
+    before = len(client.get("/metrics").content)
+    for method, path in stranger_requests(3000):
+        client.request(method, path)
+    after = client.get("/metrics").text
+    labels = set(re.findall(r'cnn_serve_requests_total\{method="([^"]+)",route="([^"]+)"', after))
+    methods = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}
+    assert {method for method, _ in labels} <= methods
+    assert len(after) - before < 16_000, (before, len(after))
