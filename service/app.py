@@ -168,23 +168,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if keys:
         _document_bearer_auth(app)
 
-    if settings.allowed_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.allowed_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", "x-dtype", "x-shape"],
-        )
-    # Added last = outermost: every check runs before anything reads the body (service/edge.py).
+    # Every check runs before anything reads the body (service/edge.py).
     app.add_middleware(
         EdgeMiddleware,
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
         admission=admission,
         api_keys=ApiKeys(keys, settings.operator_port),
-        origins=OriginPolicy(settings.allowed_origins),
+        origins=OriginPolicy(settings.allowed_origins, settings.trusted_host_names),
         exposure=ExposureRules(settings),
     )
+    # Added last = outermost: refusals from the edge (401, 413, 503) carry CORS headers too,
+    # so a page of an allowed origin can read them.
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "authorization",
+                "content-type",
+                "content-encoding",
+                "x-dtype",
+                "x-shape",
+                "inference-header-content-length",
+            ],
+            expose_headers=["retry-after", "inference-header-content-length"],
+        )
     return app
 
 

@@ -160,6 +160,12 @@ class Settings(BaseSettings):
         description="Comma-separated origins whose web pages may call the API (CORS); empty: "
         "none, and browser requests from other origins are refused (403).",
     )
+    trusted_hosts: str = Field(
+        "",
+        description="Comma-separated host names under which the service's own page is served "
+        "(besides localhost and IP addresses): a page of another name, even one resolving here "
+        "(DNS rebinding), is refused (403).",
+    )
     docs: Exposure = Field(
         "public", description="/docs and /openapi.json: public, operator (port only) or off."
     )
@@ -193,7 +199,11 @@ class Settings(BaseSettings):
 
     @property
     def allowed_origins(self) -> list[str]:
-        return [origin.strip() for origin in self.cors_allow_origins.split(",") if origin.strip()]
+        return _comma_separated(self.cors_allow_origins)
+
+    @property
+    def trusted_host_names(self) -> list[str]:
+        return _comma_separated(self.trusted_hosts)
 
     def resolved_workers(self) -> int:
         """Worker processes: as set, or one per available CPU (measured fastest on 2 cores)."""
@@ -204,6 +214,10 @@ class Settings(BaseSettings):
         if self.intra_op_threads:
             return self.intra_op_threads
         return max(1, available_cpus() // (self.resolved_workers() * self.inference_threads))
+
+
+def _comma_separated(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 @lru_cache

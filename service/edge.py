@@ -149,8 +149,9 @@ class EdgeMiddleware:
                 scope,
                 403,
                 "forbidden_origin",
-                f"requests from pages of {headers.origin} are not allowed "
-                "(see CNN_SERVE_CORS_ALLOW_ORIGINS)",
+                f"requests from pages of {headers.origin} are not allowed (see "
+                "CNN_SERVE_CORS_ALLOW_ORIGINS, and CNN_SERVE_TRUSTED_HOSTS for the service's own "
+                "host names)",
             )
             return
         if not self.api_keys.admits(scope, headers.authorization):

@@ -13,6 +13,7 @@ The policies; ``service.edge.EdgeMiddleware`` applies them to every request.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -80,15 +81,39 @@ class OriginPolicy:
     Browsers send ``Origin`` with cross-origin requests, and a multipart or text POST needs no
     CORS preflight: without this check, any web page could make its visitors' browsers post to
     a deployment on their internal network. Clients that are not browsers send no ``Origin``.
+
+    A page whose origin equals the ``Host`` it calls is the service's own page, but only for a
+    host the service knows: a local name, an IP literal, or one of ``trusted_hosts``. Otherwise
+    DNS rebinding (``evil.example`` re-pointed at this address, so its page is "same-origin")
+    would pass. Jupyter's server checks ``Host`` the same way.
     """
 
-    def __init__(self, allowed_origins: list[str]) -> None:
+    def __init__(self, allowed_origins: list[str], trusted_hosts: list[str] | None = None) -> None:
         self.allowed = {origin.rstrip("/") for origin in allowed_origins}
+        self.trusted_hosts = {host.lower() for host in trusted_hosts or []}
 
     def refuses(self, origin: str | None, host: str | None) -> bool:
         if origin is None or "*" in self.allowed or origin.rstrip("/") in self.allowed:
             return False
-        return host is None or urlsplit(origin).netloc != host
+        try:
+            same_origin = host is not None and urlsplit(origin).netloc == host
+        except ValueError:  # Not a URL (an unclosed IPv6 bracket, say): not ours.
+            return True
+        return not (same_origin and host is not None and self.knows(host))
+
+    def knows(self, host: str) -> bool:
+        """Whether ``host`` (a Host header: name or address, optional port) is the service's."""
+        try:
+            name = (urlsplit(f"//{host}").hostname or "").lower()
+        except ValueError:  # A malformed port or IPv6 literal.
+            return False
+        if name == "localhost" or name.endswith(".localhost") or name in self.trusted_hosts:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
 
 def _is_docs(path: str) -> bool:

@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from service.app import create_app
+from service.security import OriginPolicy
 from tests.conftest import make_settings
 
 DIGIT = {"instances": [np.zeros((28, 28)).tolist()]}
@@ -67,9 +70,41 @@ def test_other_origins_are_refused_by_default(client: TestClient) -> None:
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "forbidden_origin"
     assert "access-control-allow-origin" not in response.headers
-    # The page itself (same origin) and clients that send no Origin are fine.
-    same = client.post("/predict", json=DIGIT, headers={"origin": "http://testserver"})
-    assert same.status_code == 200
+    # Clients that send no Origin are fine.
+    assert client.post("/predict", json=DIGIT).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host, status",
+    [
+        ("localhost:8000", 200),
+        ("app.localhost", 200),
+        ("127.0.0.1:8000", 200),
+        ("10.1.2.3", 200),
+        ("[::1]:8000", 200),
+        ("digits.example:8000", 200),  # Listed in CNN_SERVE_TRUSTED_HOSTS below.
+        ("evil.example", 403),
+        ("evil.example:8000", 403),
+        ("127.0.0.1.evil.example", 403),
+        ("localhost.evil.example", 403),
+        ("[::1", 403),
+    ],
+)
+def test_same_origin_is_trusted_only_for_hosts_the_service_knows(host: str, status: int) -> None:
+    """DNS rebinding: a page of evil.example re-pointed here is same-origin, and refused."""
+    with TestClient(create_app(make_settings(trusted_hosts="digits.example"))) as client:
+        response = client.post(
+            "/predict", json=DIGIT, headers={"origin": f"http://{host}", "host": host}
+        )
+    assert response.status_code == status, response.text
+
+
+@settings(max_examples=50, derandomize=True, database=None)
+@given(name=st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,20}){0,3}", fullmatch=True))
+def test_no_unknown_host_name_passes_as_same_origin(name: str) -> None:
+    assume(name != "localhost" and not name.endswith(".localhost"))
+    policy = OriginPolicy([], ["digits.example"])
+    assert policy.refuses(f"http://{name}", name) == (name != "digits.example")
 
 
 def test_allowed_origins_get_cors_headers() -> None:
@@ -90,6 +125,23 @@ def test_allowed_origins_get_cors_headers() -> None:
         assert allowed.headers["access-control-allow-origin"] == "https://app.example"
         other = client.post("/predict", json=DIGIT, headers={"origin": "https://evil.example"})
         assert other.status_code == 403
+
+
+def test_refusals_at_the_edge_carry_cors_headers_for_allowed_origins() -> None:
+    """A page of an allowed origin can read the JSON 401 and 413, not a bare CORS error."""
+    settings = make_settings(
+        cors_allow_origins="https://app.example", api_keys="k1", max_body_bytes=4096
+    )
+    origin = {"origin": "https://app.example"}
+    with TestClient(create_app(settings)) as client:
+        unauthorized = client.post("/predict", json=DIGIT, headers=origin)
+        too_large = client.post(
+            "/predict", content=b"x" * 5000, headers={**origin, "authorization": "Bearer k1"}
+        )
+    for response, status in ((unauthorized, 401), (too_large, 413)):
+        assert response.status_code == status, response.text
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+        assert set(response.json()) == {"error"}
 
 
 def test_docs_and_metrics_can_be_switched_off() -> None:
