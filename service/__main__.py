@@ -7,7 +7,7 @@ import shutil
 import sys
 import tempfile
 
-from service.config import get_settings
+from service.config import SettingsError, get_settings
 from service.errors import ModelLoadError
 from service.repository import discover_serving_models, read_model_card
 from service.workers import PortInUseError, configure_logging, serve
@@ -21,13 +21,25 @@ def check_models() -> None:
         read_model_card(model_dir)
 
 
+def check_metrics_directory() -> None:
+    """A ``PROMETHEUS_MULTIPROC_DIR`` given by the operator must be a writable directory.
+
+    Raises:
+        SettingsError: it is not.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and not (os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)):
+        raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR={directory}: not a writable directory")
+
+
 def main() -> int:
     """Serve until SIGTERM/SIGINT; exit 1 with a one-line reason if it cannot start."""
-    settings = get_settings()
-    configure_logging(settings)
     try:
+        settings = get_settings()
+        check_metrics_directory()
+        configure_logging(settings)
         check_models()
-    except ModelLoadError as error:
+    except (SettingsError, ModelLoadError) as error:
         print(f"cnn-serve: cannot start: {error}", file=sys.stderr)
         return 1
     workers = settings.resolved_workers()
@@ -42,6 +54,12 @@ def main() -> int:
     except PortInUseError as error:
         print(
             f"cnn-serve: cannot start: {error.strerror}; stop it or set CNN_SERVE_PORT",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as error:  # Binding: an address not on this host, a privileged port.
+        print(
+            f"cnn-serve: cannot listen on {settings.host}:{settings.port}: {error.strerror}",
             file=sys.stderr,
         )
         return 1

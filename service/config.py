@@ -8,7 +8,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 logger = logging.getLogger("service.config")
@@ -47,7 +54,9 @@ def available_cpus() -> int:
 class Settings(BaseSettings):
     """Every knob of the service. Each field reads ``CNN_SERVE_<FIELD NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     models_dir: Path = Field(Path("models"), description="Directory of <name>/model.json + .onnx.")
     default_model: str = Field("mnist-deep-cnn", description="Model behind /predict.")
@@ -94,6 +103,7 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         30.0,
         gt=0,
+        le=3600,
         description="Longest a request may take once its body has arrived: decoding, "
         "preprocessing, queueing and inference (504 past it).",
     )
@@ -138,12 +148,20 @@ class Settings(BaseSettings):
         16 * 1024, ge=1024, description="Largest request line plus headers (431 past it)."
     )
     header_timeout_s: float = Field(
-        10.0, gt=0, description="Time a client has to send its request line and headers (408)."
+        10.0,
+        gt=0,
+        le=3600,
+        description="Time a client has to send its request line and headers (408).",
     )
     body_timeout_s: float = Field(
-        60.0, gt=0, description="Time a client has to send its whole body once its headers are in."
+        60.0,
+        gt=0,
+        le=3600,
+        description="Time a client has to send its whole body once its headers are in.",
     )
-    graceful_shutdown_s: int = Field(10, ge=0, description="Time to finish requests on SIGTERM.")
+    graceful_shutdown_s: int = Field(
+        10, ge=0, le=3600, description="Time to finish requests on SIGTERM."
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Log level of the service and uvicorn."
     )
@@ -197,6 +215,13 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_file_readable(cls, path: Path | None) -> Path | None:
+        if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
+            raise ValueError(f"{path} is not a readable file")
+        return path
+
     @property
     def allowed_origins(self) -> list[str]:
         return _comma_separated(self.cors_allow_origins)
@@ -220,7 +245,48 @@ def _comma_separated(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+class SettingsError(ValueError):
+    """The environment holds a setting the service cannot use; the message is one line."""
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """One line naming each bad setting's variable, its value and what is allowed."""
+    problems = []
+    for item in error.errors(include_url=False):
+        location = [str(part) for part in item["loc"]]
+        field = location[0] if location else ""
+        variable = (
+            field.upper()
+            if field.upper().startswith(ENV_PREFIX)
+            else (f"{ENV_PREFIX}{field.upper()}" if field else "settings")
+        )
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if field and "input" in item and not isinstance(item["input"], dict):
+            value = str(item["input"])
+            value = value if len(value) <= 40 else f"{value[:20]}...({len(value)} characters)"
+            problems.append(f"{variable}={value}: {message}")
+        else:
+            problems.append(f"{variable}: {message}" if field else message)
+    return "; ".join(problems).replace("\n", " ")
+
+
+def load_settings() -> Settings:
+    """Settings from the environment (``get_settings`` caches this).
+
+    Raises:
+        SettingsError: a setting is malformed or out of range (one line, naming it).
+    """
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(describe_invalid(error)) from None
+
+
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()
+    """The process-wide settings, read once from the environment.
+
+    Raises:
+        SettingsError: see ``load_settings``.
+    """
+    return load_settings()

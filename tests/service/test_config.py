@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,78 @@ def test_threads_split_the_cpus_between_workers(
     assert Settings(workers=2).resolved_intra_op_threads() == 2
     assert Settings(workers=8).resolved_intra_op_threads() == 1
     assert Settings(workers=2, intra_op_threads=3).resolved_intra_op_threads() == 3
+
+
+def bad_values(field: str) -> list[str]:
+    """Values no setting of this field's type and bounds may take."""
+    annotation = str(Settings.model_fields[field].annotation)
+    if "int" in annotation:
+        return ["abc", "-1", "1e999", "9" * 5000, "²"]
+    if "float" in annotation:
+        return ["abc", "inf", "nan", "-1", "1e999"]
+    if "Literal" in annotation:
+        return ["bogus"]
+    if field == "api_keys_file":
+        return ["/nonexistent/keys", "/"]
+    return []
+
+
+INVALID = [
+    (field, value)
+    for field in Settings.model_fields
+    for value in bad_values(field)
+    # 0 and -1 are fine for a few (0 = automatic); the bounds below are what is checked.
+    if not (value == "-1" and (Settings.model_fields[field].metadata or []) == [])
+]
+
+
+@pytest.mark.parametrize("field, value", INVALID)
+def test_every_bad_setting_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: str
+) -> None:
+    variable = f"CNN_SERVE_{field.upper()}"
+    monkeypatch.setenv(variable, value)
+    if field == "operator_port":  # Any valid port must differ from the API's.
+        monkeypatch.setenv("CNN_SERVE_PORT", "8000")
+    with pytest.raises(config.SettingsError) as caught:
+        config.load_settings()
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 300, message
+    assert message.startswith(f"{variable}="), message
+
+
+@pytest.mark.parametrize(
+    "environment, expected",
+    [
+        (
+            {"CNN_SERVE_WORKERS": "-1"},
+            "CNN_SERVE_WORKERS=-1: Input should be greater than or equal to 0",
+        ),
+        (
+            {"CNN_SERVE_HEADER_TIMEOUT_S": "inf"},
+            "CNN_SERVE_HEADER_TIMEOUT_S=inf: Input should be a finite number",
+        ),
+        (
+            {"CNN_SERVE_API_KEYS_FILE": "/nonexistent"},
+            "CNN_SERVE_API_KEYS_FILE=/nonexistent: /nonexistent is not a readable file",
+        ),
+        (
+            {"PROMETHEUS_MULTIPROC_DIR": "/nonexistent"},
+            "PROMETHEUS_MULTIPROC_DIR=/nonexistent: not a writable directory",
+        ),
+        ({"CNN_SERVE_PORT": "abc"}, "CNN_SERVE_PORT=abc: Input should be a valid integer"),
+    ],
+)
+def test_the_command_line_says_what_is_wrong_in_one_line(
+    environment: dict[str, str], expected: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"cnn-serve: cannot start: {expected}"), result.stderr
