@@ -81,6 +81,7 @@ def _batchers(
                 timeout_s=settings.request_timeout_s,
                 observer=observer(name),
                 retry_after_s=admission.retry_after_s,
+                max_alone_items=settings.feature_map_queue_items,
             )
             for name, runtime in loaded.items()
         }

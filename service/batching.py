@@ -2,7 +2,10 @@
 
 Requests wait in a bounded queue. A collector takes the oldest request, adds whatever else is
 waiting (up to ``max_batch_items`` items, waiting at most ``max_delay_s`` for more), and runs the
-batch in a worker thread. While every inference thread is busy nothing is collected, so batches
+batch in a worker thread. Runs of another kind (feature maps: every layer's activations) wait in
+the same queue, under the same bound and deadline, and run alone (``submit_alone``); at most
+``max_alone_items`` of their items wait or run at once, since each returns far more data than a
+prediction. While every inference thread is busy nothing is collected, so batches
 grow by themselves under load and stay at one request when the server is idle. Each request gets
 exactly its own rows back; if a run fails, every request in it fails with the same clear error.
 """
@@ -16,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -30,12 +34,16 @@ logger = logging.getLogger("service.batching")
 
 BatchObserver = Callable[[int, float], None]
 """Called after each run with (items in the batch, seconds the model took)."""
+Result = TypeVar("Result")
 
 
 @dataclass
 class _Pending:
+    """A queued request: its images, and ``alone``, the run it needs instead of a batch's."""
+
     images: np.ndarray
-    future: asyncio.Future[np.ndarray] = field(repr=False)
+    future: asyncio.Future[Any] = field(repr=False)
+    alone: Callable[[np.ndarray], Any] | None = None
 
     @property
     def size(self) -> int:
@@ -57,12 +65,15 @@ class DynamicBatcher:
         timeout_s: float,
         observer: BatchObserver | None = None,
         retry_after_s: Callable[[int], int] | None = None,
+        max_alone_items: int | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._executor = executor
         self._max_batch_items = max_batch_items
         self._max_delay_s = max_delay_s
         self._max_queue_items = max_queue_items
+        self._max_alone_items = max_queue_items if max_alone_items is None else max_alone_items
+        self._alone_items = 0  # Items of runs-alone queued or running.
         self._timeout_s = timeout_s
         self._observer = observer
         self._retry_after_s = retry_after_s or (lambda queued_items: 1)
@@ -109,32 +120,63 @@ class DynamicBatcher:
             InferenceTimeoutError: no result within the timeout (504).
             InferenceError: the batch this request was in failed.
         """
-        if images.shape[0] > self._max_queue_items:
+        return cast(np.ndarray, await self._queued(_Pending(images, self._future()), timeout_s))
+
+    async def submit_alone(
+        self,
+        images: np.ndarray,
+        run: Callable[[np.ndarray], Result],
+        timeout_s: float | None = None,
+    ) -> Result:
+        """Queue ``run(images)``, to run by itself in its turn, and wait for what it returns.
+
+        The same queue bound, timeout and errors as ``submit``; also ``OverloadedError`` while
+        ``max_alone_items`` items of such runs are queued or running.
+        """
+        if self._alone_items + images.shape[0] > self._max_alone_items:
+            raise OverloadedError(
+                f"{self._alone_items} items of feature-map runs are already waiting or running",
+                headers={"Retry-After": str(self._retry_after_s(self._queued_items))},
+            )
+        self._alone_items += images.shape[0]
+        try:
+            pending = _Pending(images, self._future(), alone=run)
+            return cast(Result, await self._queued(pending, timeout_s))
+        finally:
+            self._alone_items -= images.shape[0]
+
+    @staticmethod
+    def _future() -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _queued(self, pending: _Pending, timeout_s: float | None) -> Any:
+        """Queue ``pending`` within the bound and wait for its result, or its timeout."""
+        if pending.size > self._max_queue_items:
             raise PayloadTooLargeError(
-                f"a request of {images.shape[0]} items can never fit the inference queue of "
+                f"a request of {pending.size} items can never fit the inference queue of "
                 f"{self._max_queue_items}; send smaller batches",
                 details={"max_queue_items": self._max_queue_items},
             )
-        if self._queued_items + images.shape[0] > self._max_queue_items:
+        if self._queued_items + pending.size > self._max_queue_items:
             raise OverloadedError(
                 f"the inference queue is full ({self._queued_items} items waiting)",
                 headers={"Retry-After": str(self._retry_after_s(self._queued_items))},
             )
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[np.ndarray] = loop.create_future()
-        self._waiting.append(_Pending(images, future))
-        self._queued_items += images.shape[0]
+        self._waiting.append(pending)
+        self._queued_items += pending.size
         self._arrived.set()
         # A timer on the future itself: cheaper than wait_for + shield on every request.
-        timer = loop.call_later(
-            self._timeout_s if timeout_s is None else max(0.0, timeout_s), self._expire, future
+        timer = asyncio.get_running_loop().call_later(
+            self._timeout_s if timeout_s is None else max(0.0, timeout_s),
+            self._expire,
+            pending.future,
         )
         try:
-            return await future
+            return await pending.future
         finally:
             timer.cancel()
 
-    def _expire(self, future: asyncio.Future[np.ndarray]) -> None:
+    def _expire(self, future: asyncio.Future[Any]) -> None:
         if not future.done():
             future.set_exception(
                 InferenceTimeoutError(
@@ -159,6 +201,8 @@ class DynamicBatcher:
             self._arrived.clear()
             await self._arrived.wait()
         batch = [self._take()]
+        if batch[0].alone is not None:
+            return batch
         items = batch[0].size
         deadline = time.monotonic() + self._max_delay_s
         while items < self._max_batch_items:
@@ -172,7 +216,8 @@ class DynamicBatcher:
                 except TimeoutError:
                     break
                 continue
-            if items + self._waiting[0].size > self._max_batch_items:
+            following = self._waiting[0]
+            if following.alone is not None or items + following.size > self._max_batch_items:
                 break
             batch.append(self._take())
             items += batch[-1].size
@@ -195,8 +240,9 @@ class DynamicBatcher:
             )
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
+            run = live[0].alone or self._run_batch  # A run-alone is a batch of one request.
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run_batch, images)
+                outputs = await loop.run_in_executor(self._executor, run, images)
             except Exception as error:
                 logger.exception("inference failed on a batch of %d items", images.shape[0])
                 for pending in live:
@@ -207,6 +253,10 @@ class DynamicBatcher:
                 return
             if self._observer is not None:
                 self._observer(images.shape[0], time.perf_counter() - started)
+            if live[0].alone is not None:
+                if not live[0].future.done():
+                    live[0].future.set_result(outputs)
+                return
             offset = 0
             for pending in live:
                 if not pending.future.done():

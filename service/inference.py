@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -150,8 +151,9 @@ async def feature_maps(
     images = await model_input(state, model, payload, deadline)
     state.observe_request(model.name, images.shape[0])
     deadline.check()
-    loop = asyncio.get_running_loop()
-    maps = await loop.run_in_executor(state.executor, model.feature_maps, images, layers)
+    maps = await state.batchers[model.name].submit_alone(
+        images, partial(model.feature_maps, layers=layers), deadline.remaining()
+    )
     return FeatureMapResult(model=model, image=images[0, :, :, 0], maps=maps)
 
 
@@ -174,7 +176,7 @@ async def v2_infer(
     state: ServingState, model: ModelRuntime, request: ParsedInference, deadline: Deadline
 ) -> dict[str, np.ndarray]:
     """Run a V2 inference: probabilities through the dynamic batcher, or (when feature maps are
-    asked for) one run of every requested output.
+    asked for) one run of every requested output, in the batcher's queue.
 
     Returns:
         output name -> float32 (N, ...).
@@ -188,9 +190,10 @@ async def v2_infer(
         )
         return {model.card.probabilities_output: probabilities}
     specs = {spec.output: spec.layer for spec in model.card.feature_maps}
-    loop = asyncio.get_running_loop()
-    maps = await loop.run_in_executor(
-        state.executor, model.feature_maps, request.images, [specs[name] for name in layers]
+    maps = await state.batchers[model.name].submit_alone(
+        request.images,
+        partial(model.feature_maps, layers=[specs[name] for name in layers]),
+        deadline.remaining(),
     )
     outputs = {model.card.probabilities_output: maps.probabilities}
     outputs.update({name: maps.layers[specs[name]] for name in layers})

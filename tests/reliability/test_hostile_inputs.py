@@ -286,3 +286,46 @@ def test_json_bodies_are_what_they_claim(live: LiveService) -> None:
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 200
+
+
+def test_feature_map_floods_wait_in_the_queue_and_do_not_stall_predictions(
+    live: LiveService,
+) -> None:
+    """64 V2 requests of 16 images asking for every layer at once (the review's case, 3.6 s
+    for a concurrent /predict): they queue under the feature-map bound (503 past it), and a
+    prediction sent meanwhile is answered within 1 s (1.2 s here before)."""
+    outputs = [{"name": name} for name in ("conv1", "conv2", "pool1", "conv3", "conv4", "pool2")]
+    request = {
+        "inputs": [
+            {"name": "input", "shape": [16, 784], "datatype": "UINT8", "data": [0] * (16 * 784)}
+        ],
+        "outputs": outputs,
+    }
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def flood() -> None:
+        response = httpx.post(
+            f"{live.url}/v2/models/mnist-deep-cnn/infer", json=request, timeout=120
+        )
+        with lock:
+            statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=flood) for _ in range(64)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    prediction = httpx.post(
+        f"{live.url}/predict",
+        content=bytes(784),
+        headers={"content-type": "application/octet-stream"},
+        timeout=60,
+    )
+    waited = time.monotonic() - started
+    for thread in threads:
+        thread.join()
+    assert prediction.status_code == 200
+    print(f"/predict during the flood: {waited:.2f} s; {statuses.count(503)} of 64 refused")
+    assert waited < 1.0, f"/predict took {waited:.2f} s behind the feature-map flood"
+    assert set(statuses) == {200, 503}, statuses

@@ -118,3 +118,62 @@ def test_oversized_request_runs_alone() -> None:
 
     result = asyncio.run(run_with(model, scenario, max_batch_items=16))
     assert result.shape == (100, 1) and model.batch_sizes == [100]
+
+
+def test_runs_alone_wait_their_turn_in_the_queue_and_are_never_merged() -> None:
+    model = RecordingModel(delay_s=0.05)
+    alone_calls: list[int] = []
+
+    def feature_maps(images: np.ndarray) -> str:
+        alone_calls.append(images.shape[0])
+        return f"maps of {images.shape[0]}"
+
+    async def scenario(batcher: DynamicBatcher) -> list[object]:
+        first = asyncio.create_task(batcher.submit(images_tagged(0, 1)))
+        await asyncio.sleep(0.01)  # Running: everything below queues behind it.
+        return await asyncio.gather(
+            first,
+            batcher.submit(images_tagged(1, 2)),
+            batcher.submit_alone(images_tagged(3, 3), feature_maps),
+            batcher.submit(images_tagged(6, 2)),
+            batcher.submit(images_tagged(8, 2)),
+        )
+
+    results = asyncio.run(run_with(model, scenario))
+    assert results[2] == "maps of 3" and alone_calls == [3]
+    # The predictions before and after the run-alone are batched on their own sides of it.
+    assert model.batch_sizes == [1, 2, 4]
+    assert [row[0] for row in results[4]] == [8, 9]  # type: ignore[index]
+
+
+def test_runs_alone_are_bounded_and_share_the_queue_bound_and_timeout() -> None:
+    model = RecordingModel(delay_s=0.2)
+
+    def slow_maps(images: np.ndarray) -> int:
+        time.sleep(0.2)
+        return images.shape[0]
+
+    async def scenario(batcher: DynamicBatcher) -> list[object]:
+        first = asyncio.create_task(batcher.submit(images_tagged(0, 1)))
+        await asyncio.sleep(0.05)
+        return await asyncio.gather(
+            first,
+            *[batcher.submit_alone(images_tagged(0, 4), slow_maps) for _ in range(3)],
+            return_exceptions=True,
+        )
+
+    # At most 8 items of runs-alone at once: the third request of 4 is refused.
+    results = asyncio.run(run_with(model, scenario, max_alone_items=8))
+    assert [type(result).__name__ for result in results[1:]] == ["int", "int", "OverloadedError"]
+    # A queue of 6 items: the second run-alone of 4 does not fit beside the first.
+    results = asyncio.run(run_with(model, scenario, max_queue_items=6))
+    assert sum(isinstance(result, OverloadedError) for result in results) == 2
+    # Past its timeout a run-alone is a 504, like any request.
+    with pytest.raises(InferenceTimeoutError):
+        asyncio.run(
+            run_with(
+                model,
+                lambda batcher: batcher.submit_alone(images_tagged(0, 1), slow_maps),
+                timeout_s=0.05,
+            )
+        )
