@@ -167,6 +167,13 @@ class Settings(BaseSettings):
         le=3600,
         description="Time a client has to send its whole body once its headers are in.",
     )
+    worker_stall_timeout_s: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="A worker whose event loop has not run for this long (stopped, stuck) is "
+        "killed and replaced, with several workers; 0: never.",
+    )
     graceful_shutdown_s: int = Field(
         10, ge=0, le=3600, description="Time to finish requests on SIGTERM."
     )

@@ -10,6 +10,12 @@ keeps them: a worker that dies is replaced on the same socket, so connections th
 meanwhile wait in its queue instead of being refused. Workers report when their models are
 loaded; one that exits with an error before that is a start-up failure (the service stops),
 one that dies later, or is killed, is replaced. Workers die with the supervisor.
+
+A worker's event loop writes a heartbeat (the monotonic clock, shared by every process) into
+shared memory twice a second. One whose heartbeat is older than ``WORKER_STALL_TIMEOUT_S``
+(stopped by SIGSTOP, a debugger, a stuck loop) keeps its socket but answers nothing: the
+supervisor kills it and starts a replacement on the same socket, so the connections queued
+there are answered by the replacement instead of hanging.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ logger = logging.getLogger("service.workers")
 RESTART_PAUSE_S = 0.5
 SUPERVISE_INTERVAL_S = 0.2
 PARENT_CHECK_INTERVAL_S = 1.0
+HEARTBEAT_INTERVAL_S = 0.5
 # Workers killed by a signal before they are ready are restarted, up to this many times in a row.
 MAX_EARLY_DEATHS = 5
 STARTUP_FAILURE = 3  # uvicorn's own exit status when the app fails to start.
@@ -118,6 +125,7 @@ class _Server(uvicorn.Server):
         ready: set once the models are loaded (workers tell the supervisor this way).
         supervisor_pid: the process to outlive never (None when there is no supervisor).
         announce: a line to log once serving (the single-process mode's "serving <url>").
+        heartbeat: where to write this worker's heartbeat (shared array, index).
     """
 
     def __init__(
@@ -126,22 +134,33 @@ class _Server(uvicorn.Server):
         ready: Event | None = None,
         supervisor_pid: int | None = None,
         announce: str | None = None,
+        heartbeat: tuple[Any, int] | None = None,
     ) -> None:
         super().__init__(config)
         self._ready = ready
         self._supervisor_pid = supervisor_pid
         self._announce = announce
+        self._heartbeat = heartbeat
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if not self.started:
             return
+        if self._heartbeat is not None:
+            beats, index = self._heartbeat
+            beats[index] = time.monotonic()  # Before ready: the supervisor checks from then on.
+            asyncio.get_running_loop().create_task(self._beat(beats, index))
         if self._ready is not None:
             self._ready.set()
         if self._announce:
             logger.info("%s", self._announce)
         if self._supervisor_pid is not None:
             asyncio.get_running_loop().create_task(self._watch_supervisor(self._supervisor_pid))
+
+    async def _beat(self, beats: Any, index: int) -> None:
+        while not self.should_exit:
+            beats[index] = time.monotonic()
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
     async def _watch_supervisor(self, supervisor_pid: int) -> None:
         # PR_SET_PDEATHSIG covers a supervisor killed outright; this covers the moment between
@@ -188,6 +207,7 @@ def _worker_main(
     ready: Event,
     supervisor_pid: int,
     connection_counts: Any,
+    heartbeats: Any,
     index: int,
 ) -> None:
     _die_with_parent()
@@ -196,7 +216,8 @@ def _worker_main(
     configure_allocator()
     ConnectionShare.attach(connection_counts, index)
     configure_logging(settings)
-    _Server(uvicorn_config(settings), ready, supervisor_pid).run(sockets=sockets)
+    server = _Server(uvicorn_config(settings), ready, supervisor_pid, heartbeat=(heartbeats, index))
+    server.run(sockets=sockets)
 
 
 def listeners(settings: Settings) -> list[socket.socket]:
@@ -225,6 +246,8 @@ class WorkerSupervisor:
         self.slots = [_Slot(listeners(settings)) for _ in range(workers)]
         # Open connections per worker, shared so that workers can even them out.
         self.connection_counts = self.context.Array("i", workers, lock=False)
+        # Each worker's last heartbeat (time.monotonic()), written by the worker.
+        self.heartbeats = self.context.Array("d", workers, lock=False)
         self.stopping = False
         self.failed = False
         self.reported_ready = False
@@ -241,6 +264,7 @@ class WorkerSupervisor:
                 slot.ready,
                 os.getpid(),
                 self.connection_counts,
+                self.heartbeats,
                 index,
             ),
             daemon=False,
@@ -252,6 +276,8 @@ class WorkerSupervisor:
         assert slot.process is not None and slot.ready is not None
         if slot.ready.is_set() and not slot.was_ready:
             slot.was_ready, slot.early_deaths = True, 0
+        if slot.was_ready and slot.process.is_alive() and not self.stopping:
+            self._kill_if_stalled(slot)
         if slot.process.is_alive() or self.stopping:
             return
         code, pid = slot.process.exitcode, slot.process.pid
@@ -268,6 +294,22 @@ class WorkerSupervisor:
             logger.error("worker %s died (exit %s); starting a replacement", pid, code)
         time.sleep(RESTART_PAUSE_S)
         self._start(slot)
+
+    def _kill_if_stalled(self, slot: _Slot) -> None:
+        """SIGKILL a ready worker whose heartbeat is too old; ``_check`` then replaces it."""
+        assert slot.process is not None
+        limit = self.settings.worker_stall_timeout_s
+        silent = time.monotonic() - self.heartbeats[self.slots.index(slot)]
+        if not limit or silent <= limit:
+            return
+        logger.error(
+            "worker %s stalled: no heartbeat for %.1f s (limit %g s); killing and replacing it",
+            slot.process.pid,
+            silent,
+            limit,
+        )
+        slot.process.kill()
+        slot.process.join()
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True

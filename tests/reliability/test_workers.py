@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -117,6 +118,25 @@ def test_a_worker_killed_under_load_loses_at_most_its_own_requests() -> None:
         # Connections queued on the dead worker's socket wait for its replacement: none fail.
         assert ok > 20 and failed == 0
         assert victim not in workers_of(service.process.pid, 2)
+
+
+def test_a_stalled_worker_is_replaced_and_no_connection_hangs(tmp_path: Path) -> None:
+    """SIGSTOP a worker: its heartbeat stops, the supervisor kills and replaces it within the
+    stall timeout, and every new connection meanwhile is answered (about half were hashed to
+    the stopped worker's socket, and hung forever)."""
+    log = tmp_path / "server.log"
+    with running_service(output=log, workers=2, worker_stall_timeout_s=2) as service:
+        victim = workers_of(service.process.pid, 2)[0]
+        os.kill(victim, signal.SIGSTOP)
+        started = time.monotonic()
+        statuses = [
+            httpx.post(f"{service.url}/predict", json=DIGIT, timeout=20).status_code
+            for _ in range(24)
+        ]
+        assert statuses == [200] * 24
+        assert time.monotonic() - started < 20
+        assert victim not in wait_for_replacement(service.process.pid, victim, 2)
+    assert re.search(rf"worker {victim} stalled: no heartbeat for [0-9.]+ s", log.read_text())
 
 
 def test_workers_die_with_their_supervisor() -> None:
