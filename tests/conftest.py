@@ -18,8 +18,26 @@ from tests.servers import free_port, running_service, wait_until_ready
 __all__ = ["free_port", "running_service", "wait_until_ready"]
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+# What makes a test slow (pytest -m "not slow" is the fast loop): the real server process, a
+# browser, the drawings corpus, training, the container and manifest tools.
+SLOW_DIRECTORIES = {"reliability", "web", "training", "deploy"}
+SLOW_MODULES = {"test_drawings.py"}
+REAL_PROCESS_FIXTURES = {"live", "triton_client"}
 MODELS_DIR = ROOT / "models"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark as ``slow`` every test that the rules above call slow."""
+    for item in items:
+        top = item.path.relative_to(TESTS).parts[0]
+        if (
+            top in SLOW_DIRECTORIES
+            or item.path.name in SLOW_MODULES
+            or REAL_PROCESS_FIXTURES & set(getattr(item, "fixturenames", ()))
+        ):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -119,6 +119,7 @@ def test_every_bad_setting_is_one_line_naming_it(
     assert message.startswith(f"{variable}="), message
 
 
+@pytest.mark.slow  # A real process each.
 @pytest.mark.parametrize(
     "environment, expected",
     [

@@ -110,6 +110,7 @@ def test_missing_default_model_stops_start_up(tmp_path: Path) -> None:
         pass
 
 
+@pytest.mark.slow  # A real process.
 def test_command_line_exits_non_zero_with_a_clear_message(tmp_path: Path) -> None:
     models = copy_models(tmp_path)
     (models / "mnist-deep-cnn" / "model.onnx").write_bytes(b"not a model")
@@ -126,6 +127,7 @@ def test_command_line_exits_non_zero_with_a_clear_message(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # A real process.
 def test_two_workers_share_metrics_and_stop_cleanly() -> None:
     """With several worker processes, any scrape counts the requests every worker served."""
     with running_service(workers=2) as service:
@@ -141,6 +143,7 @@ def test_two_workers_share_metrics_and_stop_cleanly() -> None:
         assert service.process.wait(timeout=30) == 0
 
 
+@pytest.mark.slow  # A real process.
 def test_start_up_log_names_the_url_and_a_busy_port_is_one_line(tmp_path: Path) -> None:
     log = tmp_path / "first.log"
     with running_service(output=log, log_level="info", workers=2) as service:
@@ -186,6 +189,7 @@ def stranger_requests(count: int, seed: int = 0) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.slow  # 3,000 requests.
 def test_metrics_stay_small_whatever_strangers_send(client: TestClient) -> None:
     """3,000 requests with bogus methods and paths add at most a few series to /metrics."""
     before = len(client.get("/metrics").content)

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from service.app import create_app
 from service.security import OriginPolicy
@@ -179,5 +180,5 @@ def test_docs_are_served_from_the_package(client: TestClient) -> None:
 
 
 def test_keys_file_that_cannot_be_read_stops_start_up(tmp_path: Path) -> None:
-    with pytest.raises(OSError):
-        create_app(make_settings(api_keys_file=tmp_path / "missing.txt"))
+    with pytest.raises(ValidationError, match="missing.txt is not a readable file"):
+        make_settings(api_keys_file=tmp_path / "missing.txt")
