@@ -318,9 +318,17 @@ def usable_digits(images: np.ndarray) -> np.ndarray:
 
 
 def renderings(
-    kind: str, images: np.ndarray, usable: np.ndarray, count: int
+    kind: str,
+    images: np.ndarray,
+    usable: np.ndarray,
+    count: int,
+    kinds: dict[str, Callable[[np.ndarray, Rng], Rendering]] | None = None,
 ) -> Iterator[tuple[int, Rendering]]:
-    """(source digit index, rendering) for ``count`` usable digits, the same on every run."""
-    rng = np.random.default_rng(SEED + sorted(KINDS).index(kind))
+    """(source digit index, rendering) for ``count`` usable digits, the same on every run.
+
+    ``kinds``: the corpus's renderers (default: this module's ``KINDS``).
+    """
+    kinds = KINDS if kinds is None else kinds
+    rng = np.random.default_rng(SEED + sorted(kinds).index(kind))
     for index in rng.choice(usable, size=count, replace=False):
-        yield int(index), KINDS[kind](images[index], rng)
+        yield int(index), kinds[kind](images[index], rng)
