@@ -67,9 +67,7 @@ def _with_continental_strokes(skeleton: np.ndarray) -> np.ndarray:
     if spread < 0.45 * height:  # A 1: a stroke down, a flag at its top, a foot under it.
         top_column = int(np.mean(columns[rows == top]))
         bottom_column = int(np.mean(columns[rows == bottom]))
-        draw.line(
-            [(top_column, top), (top_column - 0.3 * height, top + 0.28 * height)], fill=255
-        )
+        draw.line([(top_column, top), (top_column - 0.3 * height, top + 0.28 * height)], fill=255)
         draw.line(
             [(bottom_column - 0.22 * height, bottom), (bottom_column + 0.22 * height, bottom)],
             fill=255,
@@ -78,9 +76,7 @@ def _with_continental_strokes(skeleton: np.ndarray) -> np.ndarray:
         middle = top + height // 2
         stem = columns[np.abs(rows - middle) <= 1]
         centre = int(np.mean(stem)) if stem.size else int(np.mean(columns))
-        draw.line(
-            [(centre - 0.22 * height, middle), (centre + 0.22 * height, middle)], fill=255
-        )
+        draw.line([(centre - 0.22 * height, middle), (centre + 0.22 * height, middle)], fill=255)
     return np.asarray(image) > 0
 
 
@@ -169,9 +165,7 @@ def _sheet_photo(
     )
 
 
-def _notebook_lines(
-    shape: tuple[int, int], digit_height: int, lines: str, rng: Rng
-) -> np.ndarray:
+def _notebook_lines(shape: tuple[int, int], digit_height: int, lines: str, rng: Rng) -> np.ndarray:
     """Where printed lines are: float32 in [0, 1], the shape of the sheet."""
     mask = np.zeros(shape, dtype=np.float32)
     if lines == "none":

@@ -14,6 +14,7 @@ from model_card import PreprocessingSpec
 from service import preprocessing
 from service.errors import InvalidInputError
 from service.preprocessing import PREPROCESS_BYTES_PER_PIXEL, prepare
+from service.preprocessing.primitives import block_reduce
 
 SPEC = PreprocessingSpec(default="mnist", invert="auto", digit_box=20, canvas=28)
 
@@ -142,8 +143,8 @@ def test_blank_and_low_contrast_images_have_no_digit() -> None:
 def test_max_reduction_keeps_a_one_pixel_line() -> None:
     image = np.zeros((30, 30), dtype=np.uint8)
     image[:, 7] = 255
-    assert preprocessing._block_reduce(image, 3, "max")[:, 2].min() == 255.0
-    assert preprocessing._block_reduce(image, 3, "mean")[:, 2].max() == pytest.approx(85.0)
+    assert block_reduce(image, 3, "max")[:, 2].min() == 255.0
+    assert block_reduce(image, 3, "mean")[:, 2].max() == pytest.approx(85.0)
 
 
 def rgba(strokes: np.ndarray, colour: tuple[int, int, int], opaque_background: bool) -> Image.Image:
