@@ -25,6 +25,7 @@ from service.preprocessing.primitives import (
     stroke_width,
     thumbnail,
 )
+from service.preprocessing.sheet import find_sheet, on_sheet
 
 # The ink is analysed at most this large: the digit ends up 20 px tall anyway, and it bounds the
 # time and memory of everything after decoding, whatever the upload's size.
@@ -35,16 +36,26 @@ BACKGROUND_FIT_ROUNDS = 4
 # A reduction keeps each block's strongest pixel (not the mean) when strokes cover less than
 # this share of the blocks they cross: they are thinner than a block.
 THIN_STROKE_COVERAGE = 0.5
-# Below this contrast (0-255) between ink and background there is no digit to find.
-MIN_INK_CONTRAST = 40.0
+# Ink must stand out from the background by this many times the background's noise (robust
+# spread), and by at least MIN_INK_CONTRAST grey levels: a faint pencil line a person can see
+# is a digit; a flat or blank image is not.
+INK_OVER_NOISE = 6.0
+MIN_INK_CONTRAST = 8.0
 # Ink is what is brighter than this fraction of the strongest stroke, after denoising.
 INK_THRESHOLD = 0.35
 # Ink fainter than this fraction of the strongest stroke is background (paper grain, noise).
 FAINT_INK = 0.1
+# Ink this strong (a fraction of the strongest stroke) joined to the digit's strokes is part of
+# it, however faint the rest: a pen running dry, a light crossbar.
+FAINT_PART = 0.15
 # Background texture up to this many times its noise level (robust spread) is not ink.
 BACKGROUND_NOISE_FLOOR = 3.0
 # Strong-ink pieces touching the image's edge are ignored while the others hold this share of it.
 EDGE_PIECES_SHARE = 0.2
+# Strong-ink pieces this many stroke widths apart or closer form one group (dotted strokes).
+GROUP_GAP_STROKES = 3.5
+# ... but never farther apart than this fraction of the image (the filter's cost grows with it).
+MAX_GROUP_GAP = 0.04
 # Pieces whose box lies within this fraction of the main piece's size belong to the digit.
 NEARBY_PIECE_DISTANCE = 0.4
 # Ink at this fraction of the typical stroke core becomes full white, as MNIST's cores are.
@@ -124,35 +135,59 @@ def ink_map(gray: np.ndarray, spec: PreprocessingSpec) -> tuple[np.ndarray, floa
     return averaged_ink, background.noise
 
 
-def _digit_strokes(ink: np.ndarray, peak: float, denoise: bool) -> np.ndarray:
+def _digit_strokes(ink: np.ndarray, peak: float, denoise: bool, stroke_px: float) -> np.ndarray:
     """Which strong-ink pixels belong to the digit: bool (H, W).
 
-    The strong ink is split into connected pieces. The digit is the biggest piece plus the
-    pieces near it (a broken stroke, the bar of a 5); specks and smudges farther away are not.
-    Pieces touching the image's edge (a table or shadow behind photographed paper, the corner of
-    a tilted page) are left out unless there is nothing else.
+    Strong ink is grouped into pieces that lie within a few stroke widths of each other, so the
+    dots of a dotted stroke and the parts of a broken one stay together. The digit is the group
+    with the most ink plus the groups near it (the bar of a 5); specks and smudges farther away
+    are not. Groups touching the image's edge (a table or shadow behind photographed paper, the
+    corner of a tilted page) are left out unless there is nothing else.
     """
     strong_ink = rank_filter(rank_filter(ink, 3, False), 3, True) if denoise else ink
     strong = strong_ink > INK_THRESHOLD * peak
     if not strong.any():
         strong = ink > INK_THRESHOLD * peak
-    labels, count = cc3d.connected_components(strong, connectivity=8, return_N=True)
+    gap_px = min(GROUP_GAP_STROKES * max(stroke_px, 1.0), MAX_GROUP_GAP * max(ink.shape))
+    link = 2 * int(np.ceil(gap_px / 2)) + 1
+    grouped = rank_filter(strong.astype(np.float32), link, True) > 0.5 if link > 1 else strong
+    labels, count = cc3d.connected_components(grouped, connectivity=8, return_N=True)
+    labels = labels * strong  # Each strong pixel keeps the number of its group.
+    pixels = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    # Ink mass, and a trace of the pixel count so that a group of zero ink still counts.
+    masses = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)[1:]
+    masses = masses + 1e-6 * pixels
     statistics = cc3d.statistics(labels)
-    areas = np.asarray(statistics["voxel_counts"][1:], dtype=np.int64)
-    boxes = [box_of(slices) for slices in statistics["bounding_boxes"][1 : count + 1]]
+    boxes = [
+        box_of(slices) if slices is not None else (0, 0, 0, 0)
+        for slices in statistics["bounding_boxes"][1 : count + 1]
+    ]
+    present = [index for index in range(count) if pixels[index] > 0]
     height, width = ink.shape
     inner = [
-        top > 0 and left > 0 and bottom < height and right < width
-        for top, left, bottom, right in boxes
+        index
+        for index in present
+        if boxes[index][0] > 0
+        and boxes[index][1] > 0
+        and boxes[index][2] < height
+        and boxes[index][3] < width
     ]
-    candidates = [index for index in range(count) if inner[index]]
-    if sum(areas[index] for index in candidates) < EDGE_PIECES_SHARE * areas.sum():
-        candidates = list(range(count))
-    main = max(candidates, key=lambda index: areas[index])
+    candidates = inner
+    if sum(masses[index] for index in inner) < EDGE_PIECES_SHARE * masses.sum():
+        candidates = present
+    main = max(candidates, key=lambda index: masses[index])
     top, left, bottom, right = boxes[main]
     reach = NEARBY_PIECE_DISTANCE * max(bottom - top, right - left)
     kept = [index for index in candidates if gap(boxes[index], boxes[main]) <= reach]
     return np.isin(labels, np.asarray(kept, dtype=labels.dtype) + 1)
+
+
+def _with_faint_parts(ink: np.ndarray, strokes: np.ndarray, floor: float) -> np.ndarray:
+    """``strokes`` grown into the fainter ink connected to them (a pen running dry, a light
+    crossbar): bool (H, W), the pixels above ``floor`` joined to the strokes."""
+    weak = (ink > floor) | strokes
+    labels = cc3d.connected_components(weak, connectivity=8)
+    return np.isin(labels, np.unique(labels[strokes]))
 
 
 def _digit_box(ink: np.ndarray, digit: np.ndarray, peak: float) -> tuple[slice, slice]:
@@ -218,9 +253,15 @@ def normalise_stroke(digit: np.ndarray, digit_box: int) -> np.ndarray:
 
 
 def _paste_by_centre_of_mass(digit: np.ndarray, canvas: int) -> np.ndarray:
-    """Place a (h, w) patch in a canvas x canvas field with its centre of mass at the middle."""
+    """Place a (h, w) patch in a canvas x canvas field with its centre of mass at the middle.
+
+    Raises:
+        InvalidInputError: the patch holds no ink at all.
+    """
     field = np.zeros((canvas, canvas), dtype=np.float32)
     total = float(digit.sum())
+    if not total > 0:
+        raise InvalidInputError("no digit found: nothing is left of the strokes once framed")
     rows, columns = np.indices(digit.shape)
     centre_row = float((rows * digit).sum() / total)
     centre_column = float((columns * digit).sum() / total)
@@ -234,7 +275,8 @@ def _paste_by_centre_of_mass(digit: np.ndarray, canvas: int) -> np.ndarray:
 def mnist_style(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     """A photo or drawing of one digit -> an MNIST-like digit.
 
-    The ink is separated from its background (either polarity, uneven lighting), denoised only
+    A photographed sheet of paper is cropped out of its desk first (``sheet``). The ink is
+    separated from its background (either polarity, uneven lighting), denoised only
     at a scale below its stroke width, cropped, brought to MNIST's stroke width, fitted into the
     model's digit box keeping its aspect ratio, and centred by mass.
 
@@ -244,22 +286,29 @@ def mnist_style(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     Returns:
         float32 (canvas, canvas) in [0, 1], light ink on black.
     """
+    if spec.invert != "never":  # Dark ink on a sheet of paper is possible.
+        sheet = find_sheet(gray)
+        if sheet is not None:
+            gray = on_sheet(gray, sheet)
     ink, noise = ink_map(gray, spec)
     peak = float(np.percentile(ink[ink > 0.5 * ink.max()], 90)) if ink.max() > 0 else 0.0
-    if peak < MIN_INK_CONTRAST:
+    if peak < max(MIN_INK_CONTRAST, INK_OVER_NOISE * noise):
         raise InvalidInputError(
             "no digit found: the image is blank or its strokes have too little contrast"
         )
-    wide_strokes = stroke_width(ink / peak) >= DENOISE_MIN_STROKE
+    stroke_px = stroke_width(ink / peak)
+    wide_strokes = stroke_px >= DENOISE_MIN_STROKE
     if wide_strokes:
         ink = median(ink, 3)  # Speckle is smaller than these strokes: remove it.
-    digit_strokes = _digit_strokes(ink, peak, wide_strokes)
+    floor = max(FAINT_INK * peak, BACKGROUND_NOISE_FLOOR * noise)
+    digit_strokes = _with_faint_parts(
+        ink, _digit_strokes(ink, peak, wide_strokes, stroke_px), max(floor, FAINT_PART * peak)
+    )
     # Keep the digit's pieces and their faint rims; other marks inside the box are dropped.
     rim = 2 * (1 + max(ink.shape) // 50) + 1
     ink = ink * (rank_filter(digit_strokes.astype(np.float32), rim, True) > 0)
     row_slice, column_slice = _digit_box(ink, digit_strokes, peak)
     # Faint background left inside the box fades to black; the stroke's core becomes 1.0.
-    floor = max(FAINT_INK * peak, BACKGROUND_NOISE_FLOOR * noise)
     cropped = np.clip((ink[row_slice, column_slice] - floor) / (CORE_INK * peak - floor), 0.0, 1.0)
     digit = normalise_stroke(_to_stroke_scale(cropped), spec.digit_box)
     height, width = digit.shape
