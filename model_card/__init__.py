@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PreprocessMethod = Literal["mnist", "resize", "none"]
 PREPROCESS_METHODS: tuple[str, ...] = get_args(PreprocessMethod)
@@ -60,6 +60,18 @@ class FeatureMapSpec(BaseModel):
     shape: list[int]
 
 
+class ReliabilitySpec(BaseModel):
+    """When a prediction can be trusted (``training/reliability.py``): the temperature that
+    calibrates the probabilities, and the class-centre distance model in ``file``."""
+
+    file: str
+    sha256: str
+    feature_output: str
+    temperature: float = Field(gt=0)
+    min_confidence: float = Field(ge=0, le=1)
+    max_distance: float = Field(gt=0)
+
+
 class FilesSpec(BaseModel):
     onnx: str
     sha256: str
@@ -78,6 +90,7 @@ class ModelCard(BaseModel):
     outputs: dict[str, str]
     feature_maps: list[FeatureMapSpec]
     files: FilesSpec
+    reliability: ReliabilitySpec | None = None
     raw: dict[str, Any] = {}
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ from service.errors import ModelLoadError, install_error_handlers
 from service.limits import MemoryBudget
 from service.metrics import ServiceMetrics
 from service.repository import discover_serving_models
-from service.runtime import ModelRuntime
+from service.runtime import ModelRuntime, Scored
 from service.security import ApiKeys, ExposureRules, OriginPolicy, load_api_keys
 from service.state import ServingState
 
@@ -59,8 +59,8 @@ def _batchers(
     executor: ThreadPoolExecutor,
     metrics: ServiceMetrics,
     admission: Admission,
-) -> dict[str, DynamicBatcher]:
-    batchers: dict[str, DynamicBatcher] = {}
+) -> dict[str, DynamicBatcher[Scored]]:
+    batchers: dict[str, DynamicBatcher[Scored]] = {}
 
     def observer(name: str) -> BatchObserver:
         def observe(items: int, seconds: float) -> None:
@@ -72,7 +72,7 @@ def _batchers(
     batchers.update(
         {
             name: DynamicBatcher(
-                runtime.predict,
+                runtime.predict_scored,
                 executor,
                 max_batch_items=settings.batch_max_items,
                 max_delay_s=settings.batch_max_delay_ms / 1000.0,

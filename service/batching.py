@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -35,6 +35,8 @@ logger = logging.getLogger("service.batching")
 BatchObserver = Callable[[int, float], None]
 """Called after each run with (items in the batch, seconds the model took)."""
 Result = TypeVar("Result")
+Rows = TypeVar("Rows")
+"""What one batched run returns: anything sliced by rows like an array (``runtime.Scored``)."""
 
 
 @dataclass
@@ -50,12 +52,12 @@ class _Pending:
         return int(self.images.shape[0])
 
 
-class DynamicBatcher:
+class DynamicBatcher(Generic[Rows]):
     """Merges concurrent ``submit`` calls into batched calls of ``run_batch``."""
 
     def __init__(
         self,
-        run_batch: Callable[[np.ndarray], np.ndarray],
+        run_batch: Callable[[np.ndarray], Rows],
         executor: Executor,
         *,
         max_batch_items: int,
@@ -104,7 +106,7 @@ class DynamicBatcher:
                 pending.future.set_exception(OverloadedError("the server is shutting down"))
         self._queued_items = 0
 
-    async def submit(self, images: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+    async def submit(self, images: np.ndarray, timeout_s: float | None = None) -> Rows:
         """Queue a request and wait for its rows of the batched result.
 
         Args:
@@ -112,7 +114,7 @@ class DynamicBatcher:
             timeout_s: longest wait for the result (default: the batcher's own timeout).
 
         Returns:
-            float32 (n, classes), in the order of ``images``.
+            Its n rows of ``run_batch``'s output, in the order of ``images``.
 
         Raises:
             PayloadTooLargeError: the request alone is larger than the whole queue (413).
@@ -120,7 +122,7 @@ class DynamicBatcher:
             InferenceTimeoutError: no result within the timeout (504).
             InferenceError: the batch this request was in failed.
         """
-        return cast(np.ndarray, await self._queued(_Pending(images, self._future()), timeout_s))
+        return cast(Rows, await self._queued(_Pending(images, self._future()), timeout_s))
 
     async def submit_alone(
         self,
@@ -260,7 +262,7 @@ class DynamicBatcher:
             offset = 0
             for pending in live:
                 if not pending.future.done():
-                    pending.future.set_result(outputs[offset : offset + pending.size])
+                    pending.future.set_result(cast(Any, outputs)[offset : offset + pending.size])
                 offset += pending.size
         finally:
             self._free_runners.release()

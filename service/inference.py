@@ -21,7 +21,8 @@ from service.preprocessing import (
     prepare_image,
     read_header,
 )
-from service.runtime import FeatureMaps, ModelRuntime
+from service.reliability import verdicts
+from service.runtime import FeatureMaps, ModelRuntime, Scored
 from service.state import ServingState
 from service.v2 import ParsedInference
 
@@ -43,9 +44,14 @@ def top_k_option(payload: Payload, model: ModelRuntime) -> int | None:
 
 
 async def model_input(
-    state: ServingState, model: ModelRuntime, payload: Payload, deadline: Deadline
+    state: ServingState,
+    model: ModelRuntime,
+    payload: Payload,
+    deadline: Deadline,
+    notes: list[set[str]] | None = None,
 ) -> np.ndarray:
-    """Preprocess a payload into float32 (N, H, W, 1), off the event loop.
+    """Preprocess a payload into float32 (N, H, W, 1), off the event loop; ``notes`` gets one
+    set per image of what preprocessing noticed (see ``preprocessing.prepare``).
 
     Images are decoded one at a time, each after reserving the memory its header says it will
     take from the process's decode budget, and only while the request is still wanted: past its
@@ -68,26 +74,39 @@ async def model_input(
                 check_size_as_is(header.size, spec)
             async with state.decode_budget.reserve(header.decode_bytes):
                 deadline.check()
-                prepared.append(await asyncio.to_thread(prepare_image, blob, method, spec, limits))
+                noticed: set[str] = set()
+                prepared.append(
+                    await asyncio.to_thread(prepare_image, blob, method, spec, limits, noticed)
+                )
+                if notes is not None:
+                    notes.append(noticed)
     return np.stack(prepared)[..., np.newaxis]
 
 
 def describe_predictions(
-    probabilities: np.ndarray, labels: list[str], top_k: int | None
+    probabilities: np.ndarray,
+    labels: list[str],
+    top_k: int | None,
+    reasons: list[str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per-item label, class index, confidence, and all (or the top k) probabilities.
+    """Per-item label, class index, confidence, and all (or the top k) probabilities; with
+    ``reasons`` (one per item, None: reliable), whether to trust it and why not.
 
     Args:
         probabilities: float32 (N, classes).
     """
     predictions = []
-    for row in probabilities:
+    for position, row in enumerate(probabilities):
         best = int(row.argmax())
         item: dict[str, Any] = {
             "label": labels[best],
             "class_index": best,
             "confidence": float(row[best]),
         }
+        if reasons is not None:
+            item["reliable"] = reasons[position] is None
+            if reasons[position] is not None:
+                item["reason"] = reasons[position]
         if top_k is None:
             item["probabilities"] = row.tolist()
         else:
@@ -104,19 +123,34 @@ def describe_predictions(
     return predictions
 
 
+def judged(
+    model: ModelRuntime, images: np.ndarray, scored: Scored, notes: list[set[str]]
+) -> list[str | None]:
+    """Why each of ``scored``'s predictions is not reliable (None where it is); preprocessing
+    that saw several digits says so first."""
+    confidence = scored.calibrated.max(axis=1)
+    reasons = verdicts(images, confidence, scored.distances, model.card.reliability)
+    for index, noticed in enumerate(notes):
+        if "several digits" in noticed and reasons[index] != "blank":
+            reasons[index] = "several digits"
+    return reasons
+
+
 async def predict(
     state: ServingState, model: ModelRuntime, payload: Payload, deadline: Deadline
 ) -> dict[str, Any]:
     """Classify every item of a payload through the model's dynamic batcher."""
     top_k = top_k_option(payload, model)
-    images = await model_input(state, model, payload, deadline)
+    notes: list[set[str]] = []
+    images = await model_input(state, model, payload, deadline, notes)
     state.observe_request(model.name, images.shape[0])
     deadline.check()
-    probabilities = await state.batchers[model.name].submit(images, deadline.remaining())
+    scored = await state.batchers[model.name].submit(images, deadline.remaining())
+    reasons = judged(model, images, scored, notes)
     return {
         "model": model.name,
         "version": model.card.version,
-        "predictions": describe_predictions(probabilities, model.card.labels, top_k),
+        "predictions": describe_predictions(scored.calibrated, model.card.labels, top_k, reasons),
     }
 
 
@@ -185,10 +219,8 @@ async def v2_infer(
     deadline.check()
     layers = request.feature_map_layers
     if not layers:
-        probabilities = await state.batchers[model.name].submit(
-            request.images, deadline.remaining()
-        )
-        return {model.card.probabilities_output: probabilities}
+        scored = await state.batchers[model.name].submit(request.images, deadline.remaining())
+        return {model.card.probabilities_output: scored.probabilities}
     specs = {spec.output: spec.layer for spec in model.card.feature_maps}
     maps = await state.batchers[model.name].submit_alone(
         request.images,

@@ -10,6 +10,7 @@ import onnxruntime as ort
 
 from model_card import FeatureMapSpec, ModelCard
 from service.errors import InvalidInputError, ModelLoadError
+from service.reliability import DistanceModel, calibrated
 from service.repository import read_model_card
 
 
@@ -38,11 +39,31 @@ class FeatureMaps:
     layers: dict[str, np.ndarray]
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A batch's predictions and what says whether to trust them; sliced by rows like an array.
+
+    ``probabilities``: float32 (N, classes), the model's own output; ``calibrated``: the same,
+    temperature-scaled (equal to it without a reliability model); ``distances``: float32 (N,)
+    from the nearest class centre, or None without a distance model.
+    """
+
+    probabilities: np.ndarray
+    calibrated: np.ndarray
+    distances: np.ndarray | None
+
+    def __getitem__(self, rows: slice) -> Scored:
+        distances = None if self.distances is None else self.distances[rows]
+        return Scored(self.probabilities[rows], self.calibrated[rows], distances)
+
+
 class ModelRuntime:
     """A loaded, checked and warmed-up model."""
 
     def __init__(self, model_dir: Path, intra_op_threads: int) -> None:
         self.card: ModelCard = read_model_card(model_dir)
+        spec = self.card.reliability
+        self.distance_model = None if spec is None else DistanceModel.load(model_dir, spec)
         try:
             self._session = ort.InferenceSession(
                 str(model_dir / self.card.files.onnx),
@@ -98,6 +119,27 @@ class ModelRuntime:
             [self.card.probabilities_output], {self.card.input.name: images}
         )
         return np.asarray(probabilities)
+
+    def predict_scored(self, images: np.ndarray) -> Scored:
+        """Probabilities, calibrated probabilities and class-centre distances for a batch.
+
+        Args:
+            images: float32 (N, H, W, 1) in [0, 1].
+        """
+        spec = self.card.reliability
+        if spec is None:
+            probabilities = self.predict(images)
+            return Scored(probabilities, probabilities, None)
+        probabilities, features = self._session.run(
+            [self.card.probabilities_output, spec.feature_output], {self.card.input.name: images}
+        )
+        assert self.distance_model is not None
+        flat = np.asarray(features).reshape(images.shape[0], -1)
+        return Scored(
+            np.asarray(probabilities),
+            calibrated(np.asarray(probabilities), spec.temperature),
+            self.distance_model.distances(flat),
+        )
 
     def feature_maps(self, images: np.ndarray, layers: list[str] | None = None) -> FeatureMaps:
         """Probabilities plus the activations of the named conv/pool layers (default: all).

@@ -12,7 +12,7 @@ from service.errors import ModelNotFoundError
 from service.limits import Deadline, MemoryBudget
 from service.payloads import PayloadLimits
 from service.preprocessing import ImageLimits
-from service.runtime import ModelRuntime
+from service.runtime import ModelRuntime, Scored
 
 RequestObserver = Callable[[str, int], None]
 """Called once per inference request with (model name, items in the request)."""
@@ -24,7 +24,7 @@ class ServingState:
 
     settings: Settings
     models: dict[str, ModelRuntime]
-    batchers: dict[str, DynamicBatcher]
+    batchers: dict[str, DynamicBatcher[Scored]]
     executor: ThreadPoolExecutor
     observe_request: RequestObserver
     decode_budget: MemoryBudget

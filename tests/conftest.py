@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.runtime import ModelRuntime
+from service.runtime import ModelRuntime, Scored
 from tests.servers import free_port, running_service, wait_until_ready
 
 __all__ = ["free_port", "running_service", "wait_until_ready"]
@@ -63,10 +63,10 @@ def client() -> Iterator[TestClient]:
 
 def slow_model(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Make every model run take ``seconds`` longer (to fill queues and in-flight slots)."""
-    real_predict = ModelRuntime.predict
+    real_predict = ModelRuntime.predict_scored
 
-    def slow_predict(self: ModelRuntime, images: np.ndarray) -> np.ndarray:
+    def slow_predict(self: ModelRuntime, images: np.ndarray) -> Scored:
         time.sleep(seconds)
         return real_predict(self, images)
 
-    monkeypatch.setattr(ModelRuntime, "predict", slow_predict)
+    monkeypatch.setattr(ModelRuntime, "predict_scored", slow_predict)

@@ -78,24 +78,34 @@ def check_size_as_is(size: tuple[int, int], spec: PreprocessingSpec) -> None:
         )
 
 
-def prepare(gray: np.ndarray, method: PreprocessMethod, spec: PreprocessingSpec) -> np.ndarray:
-    """Apply one method to a (H, W) 0-255 image (uint8 or float).
+def prepare(
+    gray: np.ndarray,
+    method: PreprocessMethod,
+    spec: PreprocessingSpec,
+    notes: set[str] | None = None,
+) -> np.ndarray:
+    """Apply one method to a (H, W) 0-255 image (uint8 or float); ``notes`` collects what the
+    ``mnist`` method noticed (``"several digits"``).
 
     Returns:
         float32 (canvas, canvas) in [0, 1].
     """
     if method == "mnist":
-        return mnist_style(gray, spec)
+        return mnist_style(gray, spec, notes)
     if method == "resize":
         return plain_resize(gray, spec)
     return as_is(gray, spec)
 
 
 def prepare_image(
-    data: bytes, method: PreprocessMethod, spec: PreprocessingSpec, limits: ImageLimits
+    data: bytes,
+    method: PreprocessMethod,
+    spec: PreprocessingSpec,
+    limits: ImageLimits,
+    notes: set[str] | None = None,
 ) -> np.ndarray:
-    """One encoded image -> float32 (canvas, canvas) in [0, 1]."""
-    return prepare(decode_grayscale(data, limits), method, spec)
+    """One encoded image -> float32 (canvas, canvas) in [0, 1] (``notes``: see ``prepare``)."""
+    return prepare(decode_grayscale(data, limits), method, spec, notes)
 
 
 def images_to_batch(

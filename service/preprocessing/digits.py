@@ -56,6 +56,8 @@ EDGE_PIECES_SHARE = 0.2
 GROUP_GAP_STROKES = 3.5
 # ... but never farther apart than this fraction of the image (the filter's cost grows with it).
 MAX_GROUP_GAP = 0.04
+# A group left out with at least this share of the digit's ink is another digit (or a word).
+RIVAL_MASS = 0.35
 # Pieces whose box lies within this fraction of the main piece's size belong to the digit.
 NEARBY_PIECE_DISTANCE = 0.4
 # Ink at this fraction of the typical stroke core becomes full white, as MNIST's cores are.
@@ -135,8 +137,11 @@ def ink_map(gray: np.ndarray, spec: PreprocessingSpec) -> tuple[np.ndarray, floa
     return averaged_ink, background.noise
 
 
-def _digit_strokes(ink: np.ndarray, peak: float, denoise: bool, stroke_px: float) -> np.ndarray:
-    """Which strong-ink pixels belong to the digit: bool (H, W).
+def _digit_strokes(
+    ink: np.ndarray, peak: float, denoise: bool, stroke_px: float
+) -> tuple[np.ndarray, bool]:
+    """Which strong-ink pixels belong to the digit: bool (H, W); and whether another group of
+    comparable ink was left out (several digits side by side, a word).
 
     Strong ink is grouped into pieces that lie within a few stroke widths of each other, so the
     dots of a dotted stroke and the parts of a broken one stay together. The digit is the group
@@ -179,7 +184,12 @@ def _digit_strokes(ink: np.ndarray, peak: float, denoise: bool, stroke_px: float
     top, left, bottom, right = boxes[main]
     reach = NEARBY_PIECE_DISTANCE * max(bottom - top, right - left)
     kept = [index for index in candidates if gap(boxes[index], boxes[main]) <= reach]
-    return np.isin(labels, np.asarray(kept, dtype=labels.dtype) + 1)
+    rivals = [
+        index
+        for index in candidates
+        if index not in kept and masses[index] >= RIVAL_MASS * masses[main]
+    ]
+    return np.isin(labels, np.asarray(kept, dtype=labels.dtype) + 1), bool(rivals)
 
 
 def _with_faint_parts(ink: np.ndarray, strokes: np.ndarray, floor: float) -> np.ndarray:
@@ -272,7 +282,9 @@ def _paste_by_centre_of_mass(digit: np.ndarray, canvas: int) -> np.ndarray:
     return field
 
 
-def mnist_style(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
+def mnist_style(
+    gray: np.ndarray, spec: PreprocessingSpec, notes: set[str] | None = None
+) -> np.ndarray:
     """A photo or drawing of one digit -> an MNIST-like digit.
 
     A photographed sheet of paper is cropped out of its desk first (``sheet``). The ink is
@@ -282,6 +294,8 @@ def mnist_style(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
 
     Args:
         gray: float32 (H, W) in [0, 255], any polarity.
+        notes: where to add ``"several digits"`` when another group of comparable ink was
+            left out of the digit.
 
     Returns:
         float32 (canvas, canvas) in [0, 1], light ink on black.
@@ -301,9 +315,10 @@ def mnist_style(gray: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     if wide_strokes:
         ink = median(ink, 3)  # Speckle is smaller than these strokes: remove it.
     floor = max(FAINT_INK * peak, BACKGROUND_NOISE_FLOOR * noise)
-    digit_strokes = _with_faint_parts(
-        ink, _digit_strokes(ink, peak, wide_strokes, stroke_px), max(floor, FAINT_PART * peak)
-    )
+    strokes, several = _digit_strokes(ink, peak, wide_strokes, stroke_px)
+    if several and notes is not None:
+        notes.add("several digits")
+    digit_strokes = _with_faint_parts(ink, strokes, max(floor, FAINT_PART * peak))
     # Keep the digit's pieces and their faint rims; other marks inside the box are dropped.
     rim = 2 * (1 + max(ink.shape) // 50) + 1
     ink = ink * (rank_filter(digit_strokes.astype(np.float32), rim, True) > 0)

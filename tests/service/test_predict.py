@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import numpy as np
 import onnxruntime as ort
@@ -41,9 +42,15 @@ def test_instances_match_direct_onnxruntime(
     assert response.status_code == 200
     body = response.json()
     assert body["model"] == "mnist-deep-cnn" and body["version"]
-    (expected,) = direct_session.run(["probabilities"], {"input": batch[..., np.newaxis]})
+    (raw,) = direct_session.run(["probabilities"], {"input": batch[..., np.newaxis]})
+    # Served probabilities are calibrated: softmax(log p / T), T from the model card.
+    card = json.loads((MODELS_DIR / "mnist-deep-cnn" / "model.json").read_text())
+    logits = np.log(raw.astype(np.float64)) / card["reliability"]["temperature"]
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
     served = np.asarray([item["probabilities"] for item in body["predictions"]])
-    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-6)
+    assert all(item["reliable"] for item in body["predictions"][:32] if item["confidence"] > 0.99)
     assert [item["class_index"] for item in body["predictions"]] == expected.argmax(1).tolist()
     assert all(item["label"] == str(item["class_index"]) for item in body["predictions"])
 
