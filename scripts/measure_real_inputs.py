@@ -116,7 +116,8 @@ def main() -> None:
             f"Calibration (ECE, 15 bins), temperature T = {spec.temperature}: on the 10,000 "
             f"held-out validation digits {fitted['validation_ece_before']:.4f} before, "
             f"{fitted['validation_ece_after']:.4f} after; on the 500 committed MNIST test digits "
-            f"{before:.4f} before, {after:.4f} after (500 digits are too few for a difference this small to mean anything).",
+            f"{before:.4f} before, {after:.4f} after (500 digits are too few for a difference "
+            "this small to mean anything).",
             f"MNIST test digits reliable: {(digit_doubt <= 1).mean():.1%}.",
             "",
             "| not one digit | inputs | AUROC against MNIST test | flagged unreliable |",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {train,evaluate,export,all,quantize} ...``.
+"""Command line: ``python -m training {train,evaluate,export,all,quantize,drawings,reliability}``.
 
 Train, evaluate and export a model of your own (the shipped models stay untouched)::
 
@@ -16,11 +16,12 @@ from pathlib import Path
 
 from training.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from training.augmentation import AUGMENTATIONS
-from training.data import DATASETS, VALIDATION_SIZE, DatasetError
+from training.data import DATASETS, VALIDATION_SIZE, DatasetError, Splits
 from training.drawings import DEFAULT_CORPUS, record_drawings_accuracy
 from training.export import MIN_VERIFY_IMAGES, ExportCheckError
 from training.pipeline import load_splits, load_trained, run_evaluate, run_export, run_train
 from training.quantize import QuantizationRejectedError, quantize_model
+from training.reliability import fit_reliability
 from training.train import TrainConfig
 
 
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in ("train", "evaluate", "export", "all", "quantize", "drawings"):
+    for command in ("train", "evaluate", "export", "all", "quantize", "drawings", "reliability"):
         sub = commands.add_parser(command)
         sub.add_argument(
             "--name",
@@ -138,11 +139,23 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def _fit_reliability(model_dir: Path, splits: Splits, dataset: str) -> None:
+    """Calibrate the exported model and fit its distance from the training digits."""
+    entry = fit_reliability(
+        model_dir, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), dataset
+    )
+    print(
+        f"reliability: T = {entry['temperature']}, validation ECE "
+        f"{entry['validation_ece_before']} -> {entry['validation_ece_after']}"
+    )
+
+
 def _quantize(args: argparse.Namespace) -> None:
     target = args.models_dir / f"{args.name}{args.suffix}"
     _check_target(target, args.force)
     splits = load_splits(TrainConfig(dataset=args.dataset), args.data, args.validation_size)
     quantize_model(args.models_dir / args.name, target, splits)
+    _fit_reliability(target, splits, args.dataset)
     if args.dataset == "mnist" and args.corpus.is_dir():
         record_drawings_accuracy(target, args.corpus)
 
@@ -163,6 +176,7 @@ def _train_evaluate_export(args: argparse.Namespace) -> None:
         run_evaluate(model, splits, run_dir)
     if args.command in ("export", "all"):
         run_export(model, splits, run_dir, model_dir, args.version, args.verify_images)
+        _fit_reliability(model_dir, splits, args.dataset)
         if args.dataset == "mnist" and args.corpus.is_dir():
             record_drawings_accuracy(model_dir, args.corpus)
         _warn_about_stale_variants(model_dir)
@@ -174,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "drawings":
             record_drawings_accuracy(args.models_dir / args.name, args.corpus)
+        elif args.command == "reliability":
+            splits = load_splits(TrainConfig(dataset=args.dataset), args.data, args.validation_size)
+            _fit_reliability(args.models_dir / args.name, splits, args.dataset)
         elif args.command == "quantize":
             _quantize(args)
         else:
