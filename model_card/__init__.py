@@ -124,6 +124,10 @@ class ModelCard(BaseModel):
     def image_size(self) -> tuple[int, int]:
         return self.input.image_size
 
+    def feature_map_layer(self, output: str) -> str:
+        """The layer whose activations are the ONNX output ``output``."""
+        return next((spec.layer for spec in self.feature_maps if spec.output == output), output)
+
     def feature_map(self, layer: str) -> FeatureMapSpec | None:
         return next((spec for spec in self.feature_maps if spec.layer == layer), None)
 

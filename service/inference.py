@@ -174,6 +174,7 @@ class FeatureMapResult:
     model: ModelRuntime
     image: np.ndarray
     maps: FeatureMaps
+    notes: set[str]  # What preprocessing noticed (see preprocessing.prepare).
 
 
 async def feature_maps(
@@ -182,22 +183,32 @@ async def feature_maps(
     """Run one image through the model and collect the chosen layers' activations."""
     assert isinstance(payload.options, FeatureMapOptions)
     layers = requested_layers(payload.options, model)
-    images = await model_input(state, model, payload, deadline)
+    notes: list[set[str]] = []
+    images = await model_input(state, model, payload, deadline, notes)
     state.observe_request(model.name, images.shape[0])
     deadline.check()
     maps = await state.batchers[model.name].submit_alone(
         images, partial(model.feature_maps, layers=layers), deadline.remaining()
     )
-    return FeatureMapResult(model=model, image=images[0, :, :, 0], maps=maps)
+    noticed = notes[0] if notes else set()
+    return FeatureMapResult(model=model, image=images[0, :, :, 0], maps=maps, notes=noticed)
 
 
 def feature_maps_document(result: FeatureMapResult) -> dict[str, Any]:
-    """The JSON form of a feature-map result."""
+    """The JSON form of a feature-map result: the prediction as /predict gives it (calibrated,
+    with ``reliable``; the distance is measured when its layer was among those asked for)."""
     model = result.model
+    spec = model.card.reliability
+    features = (
+        result.maps.layers.get(model.card.feature_map_layer(spec.feature_output)) if spec else None
+    )
+    scored = model.scored(result.maps.probabilities, features)
+    image = result.image[np.newaxis, :, :, np.newaxis]
+    reasons = judged(model, image, scored, [result.notes])
     return {
         "model": model.name,
         "version": model.card.version,
-        "prediction": describe_predictions(result.maps.probabilities, model.card.labels, None)[0],
+        "prediction": describe_predictions(scored.calibrated, model.card.labels, None, reasons)[0],
         "input": result.image,
         "layers": [
             {"name": name, "shape": list(values.shape[1:]), "values": values[0]}

@@ -133,13 +133,19 @@ class ModelRuntime:
         probabilities, features = self._session.run(
             [self.card.probabilities_output, spec.feature_output], {self.card.input.name: images}
         )
-        assert self.distance_model is not None
-        flat = np.asarray(features).reshape(images.shape[0], -1)
-        return Scored(
-            np.asarray(probabilities),
-            calibrated(np.asarray(probabilities), spec.temperature),
-            self.distance_model.distances(flat),
-        )
+        return self.scored(np.asarray(probabilities), np.asarray(features))
+
+    def scored(self, probabilities: np.ndarray, features: np.ndarray | None) -> Scored:
+        """Calibrate ``probabilities`` (N, classes) and measure the distance of ``features``
+        (N, ...), the card's reliability feature map, when there is one."""
+        spec = self.card.reliability
+        if spec is None:
+            return Scored(probabilities, probabilities, None)
+        distances = None
+        if features is not None and self.distance_model is not None:
+            flat = features.reshape(features.shape[0], -1).astype(np.float32, copy=False)
+            distances = self.distance_model.distances(flat)
+        return Scored(probabilities, calibrated(probabilities, spec.temperature), distances)
 
     def feature_maps(self, images: np.ndarray, layers: list[str] | None = None) -> FeatureMaps:
         """Probabilities plus the activations of the named conv/pool layers (default: all).

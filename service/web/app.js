@@ -271,9 +271,25 @@ function clearResults() {
   state.objectUrls = [];
 }
 
+// What the service's "reason" means, said plainly (service/reliability.py).
+const DOUBTS = {
+  blank: "not sure: there is nothing to read",
+  "several digits": "not sure: this looks like several digits",
+  "not one digit": "not sure: this doesn't look like one digit",
+  "does not look like a digit": "not sure: this doesn't look like one digit",
+  "low confidence": "not sure: it could be another digit",
+};
+
+function doubtText(reason) {
+  return DOUBTS[reason] || `not sure: ${reason}`;
+}
+
 function showPrediction(prediction, labels) {
   elements.label.textContent = prediction.label;
-  elements.confidence.textContent = `${(prediction.confidence * 100).toFixed(1)} % sure`;
+  const sure = `${(prediction.confidence * 100).toFixed(1)} % sure`;
+  elements.confidence.textContent =
+    prediction.reliable === false ? `${doubtText(prediction.reason)} (the model says ${sure})` : sure;
+  elements.confidence.classList.toggle("doubtful", prediction.reliable === false);
   const order = prediction.probabilities
     .map((probability, index) => ({ probability, index }))
     .sort((a, b) => b.probability - a.probability);

@@ -6,15 +6,17 @@ Screenshots are saved under artifacts/screenshots/ for a person to look at.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.conftest import MODELS_DIR, ROOT
-from tests.imaging import mnist_png, paper_photo
+from tests.imaging import encode, mnist_png, paper_photo
 from tests.servers import running_service
 
 CHROMIUM = "/usr/bin/chromium"
@@ -232,3 +234,24 @@ def test_page_asks_for_the_api_key_when_the_server_needs_one(
     draw(page, STROKES["7"])
     expect(page.locator("#predicted-label")).to_have_text("7", timeout=10_000)
     context.close()
+
+
+def test_two_digits_say_the_service_is_not_sure(
+    page: Page, mnist_digits: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """'72' in one picture: a label still, and the page says it is not one digit; one digit
+    alone shows no doubt."""
+    images, _ = mnist_digits
+    pair = Image.fromarray(255 - np.concatenate([images[0], images[1]], axis=1)).resize((224, 112))
+    upload = tmp_path / "pair.png"
+    upload.write_bytes(encode(pair))
+    page.set_input_files("#file-input", str(upload))
+    expect(page.locator("#confidence")).to_contain_text("several digits", timeout=10_000)
+    expect(page.locator("#confidence")).to_have_class("caption doubtful")
+    screenshot(page, "two-digits")
+    single = tmp_path / "single.png"
+    single.write_bytes(mnist_png(images[0]))
+    page.set_input_files("#file-input", str(single))
+    expect(page.locator("#confidence")).to_have_text(
+        re.compile(r"^[0-9.]+ % sure$"), timeout=10_000
+    )
