@@ -1,7 +1,8 @@
 """Knowing when the model does not know: calibrated confidence and a distance from the digits.
 
 Two signals, both fitted here on data the model was not trained on (the validation split) and
-read by the service from ``model.json`` and ``reliability.npz``:
+read by the service from ``model.json`` and ``reliability.npz`` (with
+``service/reliability.py``, which holds the calibration and distance both sides compute):
 
 - **Temperature scaling** (Guo et al. 2017, "On Calibration of Modern Neural Networks"): the
   model's log-probabilities divided by one temperature T, fitted to minimise the validation
@@ -28,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from model_card import sha256_of
+from service.reliability import DistanceModel, calibrated
 
 RELIABILITY_FILE = "reliability.npz"
 FEATURE_LAYER = "pool2"
@@ -64,14 +66,6 @@ def run_model(model_dir: Path, images: np.ndarray, feature_output: str) -> Outpu
     return Outputs(np.concatenate(probabilities), np.concatenate(features))
 
 
-def calibrated(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature-scaled probabilities: softmax(log p / T). float (N, classes)."""
-    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    exponentials = np.exp(logits)
-    return np.asarray(exponentials / exponentials.sum(axis=1, keepdims=True))
-
-
 def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
     rows = np.arange(labels.shape[0])
     return float(-np.log(np.clip(probabilities[rows, labels], 1e-12, 1.0)).mean())
@@ -105,40 +99,6 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray) ->
         if members.any():
             error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
     return float(error)
-
-
-@dataclass(frozen=True)
-class DistanceModel:
-    """The shared-covariance Mahalanobis distance, kept cheap: exact on the leading principal
-    components, and on the rest of the feature space the residual's squared length over the mean
-    of the remaining eigenvalues (so a direction no digit varies in still counts).
-
-    ``basis``: orthonormal (F, C) leading eigenvectors; ``scales``: their eigenvalues (C,);
-    ``residual_scale``: the mean remaining eigenvalue; ``centres``: class means (classes, F).
-    """
-
-    basis: np.ndarray
-    scales: np.ndarray
-    residual_scale: float
-    centres: np.ndarray
-
-    def distances(self, features: np.ndarray) -> np.ndarray:
-        """Squared distance to the nearest class centre. float32 (N,) for features (N, F)."""
-        features = features.astype(np.float32)
-        projected = features @ self.basis  # (N, C)
-        centres_projected = self.centres @ self.basis  # (classes, C)
-        leading = (
-            ((projected[:, np.newaxis, :] - centres_projected[np.newaxis]) ** 2) / self.scales
-        ).sum(axis=2)
-        # |f - m|^2 - |B^T (f - m)|^2, for each class centre m, without forming f - m.
-        total = (
-            (features**2).sum(axis=1)[:, np.newaxis]
-            - 2 * features @ self.centres.T
-            + (self.centres**2).sum(axis=1)[np.newaxis]
-        )
-        inside = ((projected[:, np.newaxis, :] - centres_projected[np.newaxis]) ** 2).sum(axis=2)
-        residual = np.clip(total - inside, 0.0, None) / self.residual_scale
-        return np.asarray((leading + residual).min(axis=1), dtype=np.float32)
 
 
 def fit_distance(features: np.ndarray, labels: np.ndarray, classes: int) -> DistanceModel:

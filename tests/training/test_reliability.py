@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.reliability import DistanceModel as ServedDistanceModel
 from training.reliability import (
     calibrated,
     expected_calibration_error,
@@ -38,11 +37,10 @@ def test_distance_is_small_for_the_classes_and_large_elsewhere() -> None:
     labels = rng.integers(0, 3, 3000)
     features = centres[labels] + rng.normal(0, 1, (3000, 20))
     model = fit_distance(features, labels, 3)
-    served = ServedDistanceModel(model.basis, model.scales, model.residual_scale, model.centres)
-    inside = served.distances(
+    inside = model.distances(
         (centres[labels[:200]] + rng.normal(0, 1, (200, 20))).astype(np.float32)
     )
-    outside = served.distances(rng.normal(0, 5, (200, 20)).astype(np.float32) + 20)
+    outside = model.distances(rng.normal(0, 5, (200, 20)).astype(np.float32) + 20)
     # Squared distances in 20 whitened dimensions: about 20 for the classes' own points.
     assert np.median(inside) == pytest.approx(20, rel=0.3)
     assert inside.max() < outside.min()
