@@ -65,10 +65,14 @@ def main() -> None:
     print("| corpus | kind | typical canvas | preprocessing, ms per image (median) |")
     print("|---|---|---|---|")
     for corpus in ("drawings", "photos"):
-        for kind, (milliseconds, size) in preprocessing_ms(model, ROOT / "tests" / "fixtures" / corpus).items():
+        for kind, (milliseconds, size) in preprocessing_ms(
+            model, ROOT / "tests" / "fixtures" / corpus
+        ).items():
             print(f"| {corpus} | {kind} | {size} | {milliseconds:.1f} |")
     print()
-    print("| batch | plain run, images/s | scored run, images/s | scored / plain (median of rounds) |")
+    print(
+        "| batch | plain run, images/s | scored run, images/s | scored / plain (median of rounds) |"
+    )
     print("|---|---|---|---|")
     rng = np.random.default_rng(0)
     for batch in (1, 64):

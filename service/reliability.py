@@ -14,7 +14,7 @@ The label and probabilities are returned either way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,13 @@ class DistanceModel:
     scales: np.ndarray  # float32 (C,), their eigenvalues
     residual_scale: float
     centres: np.ndarray  # float32 (classes, F)
+    # Computed once: the centres in the basis (classes, C) and their squared lengths (classes,).
+    centres_projected: np.ndarray = field(init=False, repr=False)
+    centre_norms: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "centres_projected", self.centres @ self.basis)
+        object.__setattr__(self, "centre_norms", (self.centres**2).sum(axis=1))
 
     @classmethod
     def load(cls, model_dir: Path, spec: ReliabilitySpec) -> DistanceModel:
@@ -68,13 +75,12 @@ class DistanceModel:
             float32 (N,).
         """
         projected = features @ self.basis
-        centres_projected = self.centres @ self.basis
-        offsets = (projected[:, np.newaxis, :] - centres_projected[np.newaxis]) ** 2
+        offsets = (projected[:, np.newaxis, :] - self.centres_projected[np.newaxis]) ** 2
         leading = (offsets / self.scales).sum(axis=2)
         total = (
             (features**2).sum(axis=1)[:, np.newaxis]
             - 2 * features @ self.centres.T
-            + (self.centres**2).sum(axis=1)[np.newaxis]
+            + self.centre_norms[np.newaxis]
         )
         residual = np.clip(total - offsets.sum(axis=2), 0.0, None) / self.residual_scale
         return np.asarray((leading + residual).min(axis=1), dtype=np.float32)
