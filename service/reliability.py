@@ -1,7 +1,8 @@
 """Whether a prediction can be trusted, and why not: the service's side of
 ``training/reliability.py`` (calibrated confidence, distance from the digits seen in training).
 
-Each prediction is ``reliable`` unless one of these holds, checked in this order:
+Each prediction is ``reliable`` unless one of these holds, checked in this order (a model
+without a reliability model, such as the fashion one, is judged by the first alone):
 
 - ``blank``: the model's input holds almost no ink (fewer than ``MIN_INK_PIXELS`` pixels);
 - ``not one digit``: wider than tall, as several digits side by side become once framed;
@@ -142,11 +143,11 @@ def _reason(
 ) -> str | None:
     if int(ink.sum()) < MIN_INK_PIXELS:
         return "blank"
+    if spec is None:  # No reliability model (the fashion model): nothing more to judge by.
+        return None
     rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     if columns[-1] - columns[0] + 1 > WIDER_THAN_TALL * (rows[-1] - rows[0] + 1):
         return "not one digit"
-    if spec is None:
-        return None
     if distances is not None and distances[index] > spec.max_distance:
         return "does not look like a digit"
     if confidence < spec.min_confidence:

@@ -96,3 +96,16 @@ def test_several_digits_in_one_picture_are_said_to_be_several(
     alone = client.post("/predict", files=files).json()["predictions"]
     assert np.mean([p.get("reason") == "several digits" for p in several]) >= 0.8
     assert np.mean([p.get("reason") == "several digits" for p in alone]) <= 0.05
+
+
+def test_a_model_without_a_reliability_model_flags_only_blank_input(client: TestClient) -> None:
+    """The fashion model (no reliability.npz): a wide shoe is not 'not one digit'."""
+    shoe = np.zeros((28, 28))
+    shoe[14:22, 2:26] = 0.8  # Wider than tall.
+    response = client.post(
+        "/models/fashion-deep-cnn/predict",
+        json={"instances": [shoe.tolist(), np.zeros((28, 28)).tolist()]},
+    )
+    wide, blank = response.json()["predictions"]
+    assert wide["reliable"] is True and "reason" not in wide
+    assert blank["reliable"] is False and blank["reason"] == "blank"
