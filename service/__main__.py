@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from service.config import SettingsError, get_settings
 from service.errors import ModelLoadError
@@ -32,8 +35,50 @@ def check_metrics_directory() -> None:
         raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR={directory}: not a writable directory")
 
 
-def main() -> int:
+# Command-line options: each sets the CNN_SERVE_* setting of the same name (which it overrides),
+# so that worker processes see the same settings.
+OPTIONS = {
+    "--host": ("HOST", "address to listen on (default 0.0.0.0)"),
+    "--port": ("PORT", "port of the API, the page and health (default 8000)"),
+    "--workers": ("WORKERS", "worker processes; 0 = one per available CPU (default)"),
+    "--models-dir": ("MODELS_DIR", "directory of <name>/model.json + model.onnx (default models)"),
+    "--default-model": ("DEFAULT_MODEL", "the model behind /predict (default mnist-deep-cnn)"),
+    "--log-level": ("LOG_LEVEL", "critical, error, warning, info (default) or debug"),
+}
+
+
+def _version() -> str:
+    try:
+        return version("cnn-serve")
+    except PackageNotFoundError:  # Run from a source tree that is not installed.
+        return "unknown"
+
+
+def parse_command_line(arguments: Sequence[str] | None = None) -> None:
+    """Read the command line into the environment's ``CNN_SERVE_*`` settings.
+
+    ``--help`` and ``--version`` print and exit; values are checked with every other setting
+    when the settings are read, so a bad one is the same one-line error either way.
+    """
+    parser = argparse.ArgumentParser(
+        prog="cnn-serve",
+        description="Serve the CNN digit classifiers in models/ over HTTP (and the Open "
+        "Inference Protocol). Every setting is also a CNN_SERVE_* environment variable; see "
+        "the README's Configuration table.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnn-serve {_version()}")
+    for option, (setting, help_text) in OPTIONS.items():
+        parser.add_argument(option, metavar=setting, help=help_text)
+    values = vars(parser.parse_args(arguments))
+    for option, (setting, _) in OPTIONS.items():
+        value = values[option.removeprefix("--").replace("-", "_")]
+        if value is not None:
+            os.environ[f"CNN_SERVE_{setting}"] = value
+
+
+def main(arguments: Sequence[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; exit 1 with a one-line reason if it cannot start."""
+    parse_command_line(arguments)
     try:
         settings = get_settings()
         check_metrics_directory()

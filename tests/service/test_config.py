@@ -155,3 +155,33 @@ def test_the_command_line_says_what_is_wrong_in_one_line(
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"cnn-serve: cannot start: {expected}"), result.stderr
+
+
+@pytest.mark.slow  # A real process each.
+@pytest.mark.parametrize(
+    "arguments, expected",
+    [
+        (["--help"], "usage: cnn-serve"),
+        (["--version"], "cnn-serve 0.1.0"),
+    ],
+)
+def test_the_command_line_has_help_and_a_version_and_starts_nothing(
+    arguments: list[str], expected: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", *arguments], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout.startswith(expected), result
+
+
+def test_command_line_options_become_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A copy of the environment for this test: parse_command_line writes into os.environ.
+    monkeypatch.setattr(os, "environ", {**os.environ})
+    from service.__main__ import parse_command_line
+
+    parse_command_line(["--port", "8500", "--workers", "3", "--models-dir", "/srv/models"])
+    settings = Settings()
+    assert (settings.port, settings.workers, str(settings.models_dir)) == (8500, 3, "/srv/models")
+    monkeypatch.setenv("CNN_SERVE_PORT", "abc")  # The same one-line error as a bad variable.
+    with pytest.raises(config.SettingsError, match="CNN_SERVE_PORT=abc"):
+        config.load_settings()
