@@ -151,10 +151,14 @@ def _check_count(count: int, max_items: int) -> None:
     if count == 0:
         raise InvalidInputError("the batch is empty: send at least one instance or image")
     if count > max_items:
-        raise PayloadTooLargeError(
-            f"the batch has {count} items; the limit is {max_items}",
-            details={"max_items_per_request": max_items},
-        )
+        raise _too_many(str(count), max_items)
+
+
+def _too_many(count: str, max_items: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"the batch has {count} items; the limit is {max_items}",
+        details={"max_items_per_request": max_items},
+    )
 
 
 def json_value_count(text: bytes) -> int:
@@ -245,9 +249,10 @@ async def _from_multipart(request: Request, max_items: int) -> tuple[list[bytes]
     except PayloadTooLargeError:
         raise
     except Exception as error:  # Starlette raises HTTPException/MultiPartException variants.
-        raise BadRequestError(
-            f"malformed multipart body: {getattr(error, 'detail', error)}"
-        ) from None
+        detail = str(getattr(error, "detail", error))
+        if detail.startswith("Too many files"):  # The same answer as max_items + 1 files.
+            raise _too_many(f"more than {max_items + 1}", max_items) from None
+        raise BadRequestError(f"malformed multipart body: {detail}") from None
     try:
         files = [item for item in form.getlist(IMAGE_FIELD) if isinstance(item, UploadFile)]
         if not files:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from starlette.requests import Request
 
 from service.errors import (
@@ -21,6 +22,7 @@ from service.errors import (
 )
 from service.options import FeatureMapOptions, PredictOptions, parse_options
 from service.payloads import Payload, PayloadLimits, parse_shape, read_payload
+from tests.conftest import ROOT
 
 LIMITS = PayloadLimits(max_items=8, image_size=(28, 28))
 
@@ -250,3 +252,14 @@ def test_layers_accept_lists_commas_and_repeats() -> None:
 def test_feature_map_options_are_not_predict_options() -> None:
     with pytest.raises(InvalidInputError, match="layers"):
         parse_options(PredictOptions, [("query", {"layers": "conv1"})])
+
+
+@pytest.mark.parametrize("files", [257, 300])
+def test_too_many_files_is_413_however_many(client: TestClient, files: int) -> None:
+    """One file over the limit or many: the same 413, not a 400 from the multipart parser."""
+    png = (ROOT / "examples" / "digit-7.png").read_bytes()
+    response = client.post(
+        "/predict", files=[("files", (f"{i}.png", png, "image/png")) for i in range(files)]
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["details"] == {"max_items_per_request": 256}
