@@ -29,6 +29,14 @@ def read_all(connection: socket.socket) -> bytes:
     return answer
 
 
+def until_in_flight(url: str, requests: int = 1) -> None:
+    """Wait until ``requests`` inference requests are admitted (/metrics says so)."""
+    deadline = time.monotonic() + 10
+    while f"cnn_serve_inflight_requests {float(requests)}" not in httpx.get(f"{url}/metrics").text:
+        assert time.monotonic() < deadline, "the request never reached the server"
+        time.sleep(0.02)
+
+
 def status_and_code(answer: bytes) -> tuple[int, str]:
     head, _, body = answer.partition(b"\r\n\r\n")
     code = re.search(rb'"code":"([a-z_]+)"', body)
@@ -132,7 +140,7 @@ def test_a_request_cut_off_by_shutdown_gets_the_json_error(tmp_path: Path) -> No
             b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b'content-length: 1000\r\n\r\n{"instances": ['
         )
-        time.sleep(0.3)
+        until_in_flight(service.url)  # The server has the request, not only the bytes.
         service.process.send_signal(signal.SIGTERM)
         status, code = status_and_code(read_all(connection))
         connection.close()
