@@ -21,9 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from service.errors import ServiceError  # noqa: E402
 from service.preprocessing import ImageLimits, prepare_image  # noqa: E402
-from service.reliability import doubt, verdicts  # noqa: E402
+from service.reliability import verdicts  # noqa: E402
 from service.runtime import ModelRuntime  # noqa: E402
-from training.reliability import expected_calibration_error  # noqa: E402
+from training.reliability import auroc, doubts, expected_calibration_error  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -60,18 +60,6 @@ def corpus_results(model: ModelRuntime, corpus: Path) -> dict[str, tuple[float, 
         kind: (float(np.mean(hits[kind])), float(np.mean(trusted[kind])), len(hits[kind]))
         for kind in sorted(hits)
     }
-
-
-def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
-    above = (positives[:, np.newaxis] > negatives[np.newaxis]).mean()
-    ties = (positives[:, np.newaxis] == negatives[np.newaxis]).mean()
-    return float(above + ties / 2)
-
-
-def doubts(model: ModelRuntime, images: np.ndarray) -> np.ndarray:
-    batch = images.astype(np.float32)[..., np.newaxis]
-    scored = model.predict_scored(batch)
-    return doubt(batch, scored.calibrated.max(axis=1), scored.distances, model.card.reliability)
 
 
 def main() -> None:

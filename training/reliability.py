@@ -29,7 +29,8 @@ import numpy as np
 import onnxruntime as ort
 
 from model_card import sha256_of
-from service.reliability import DistanceModel, calibrated
+from service.reliability import DistanceModel, calibrated, doubt
+from service.runtime import ModelRuntime
 
 RELIABILITY_FILE = "reliability.npz"
 FEATURE_LAYER = "pool2"
@@ -173,3 +174,17 @@ def fit_reliability(
     card["reliability"] = entry
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return entry
+
+
+def doubts(model: ModelRuntime, images: np.ndarray) -> np.ndarray:
+    """The service's doubt (``service.reliability.doubt``) of (N, H, W) images in [0, 1]."""
+    batch = images.astype(np.float32)[..., np.newaxis]
+    scored = model.predict_scored(batch)
+    return doubt(batch, scored.calibrated.max(axis=1), scored.distances, model.card.reliability)
+
+
+def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties counted half (Mann-Whitney U)."""
+    above = (positives[:, np.newaxis] > negatives[np.newaxis]).mean()
+    ties = (positives[:, np.newaxis] == negatives[np.newaxis]).mean()
+    return float(above + ties / 2)

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.reliability import doubt
 from service.runtime import ModelRuntime
 from tests.conftest import FIXTURES, MODELS_DIR
 from tests.imaging import encode
+from training.reliability import auroc, doubts
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +28,6 @@ def model() -> Iterator[ModelRuntime]:
 def not_digits() -> dict[str, np.ndarray]:
     with np.load(FIXTURES / "not_digits.npz") as archive:
         return {name: archive[name] for name in archive.files}
-
-
-def doubts(model: ModelRuntime, images: np.ndarray) -> np.ndarray:
-    batch = images.astype(np.float32)[..., np.newaxis]
-    scored = model.predict_scored(batch)
-    return doubt(batch, scored.calibrated.max(axis=1), scored.distances, model.card.reliability)
-
-
-def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties counted half (Mann-Whitney U)."""
-    above = (positives[:, np.newaxis] > negatives[np.newaxis]).mean()
-    ties = (positives[:, np.newaxis] == negatives[np.newaxis]).mean()
-    return float(above + ties / 2)
 
 
 def test_a_blank_tensor_is_not_a_confident_digit(client: TestClient) -> None:
