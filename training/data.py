@@ -152,7 +152,14 @@ def _checked_pair(images: np.ndarray, labels: np.ndarray, split: str) -> tuple[n
 def _keras_download() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     import keras  # Imported lazily: the download is the last resort.
 
-    train, test = keras.datasets.mnist.load_data()
+    try:
+        train, test = keras.datasets.mnist.load_data()
+    except Exception as error:  # Keras wraps every failed fetch in a bare Exception.
+        raise DatasetError(
+            "MNIST is not on this machine and could not be downloaded "
+            f"({str(error).splitlines()[0][:200]}); pass --data with a directory of the four "
+            "MNIST IDX files or an mnist.npz"
+        ) from None
     return _checked_pair(*train, "train"), _checked_pair(*test, "test")
 
 

@@ -10,24 +10,36 @@ matplotlib.use("Agg")  # Headless: no display on servers or in CI.
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 
-def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
-    """Train/validation loss (left axis) and accuracy (right axis) per epoch."""
+def learning_curves_figure(history: dict[str, list[float]]) -> Figure:
+    """Train/validation loss (left axis) and accuracy (right axis) per epoch.
+
+    Every epoch is a marker as well as a point on a line, so a one-epoch run still shows.
+    """
     epochs = np.arange(1, len(history["loss"]) + 1)
     figure, loss_axis = plt.subplots(figsize=(8, 5))
-    loss_axis.plot(epochs, history["loss"], "b-", label="train loss")
-    loss_axis.plot(epochs, history["val_loss"], "b--", label="validation loss")
+    loss_axis.plot(epochs, history["loss"], "b-o", label="train loss")
+    loss_axis.plot(epochs, history["val_loss"], "b--o", label="validation loss")
     loss_axis.set_xlabel("epoch")
+    if len(epochs) <= 20:
+        loss_axis.set_xticks(epochs)
     loss_axis.set_ylabel("loss", color="b")
     accuracy_axis = loss_axis.twinx()
-    accuracy_axis.plot(epochs, history["accuracy"], "r-", label="train accuracy")
-    accuracy_axis.plot(epochs, history["val_accuracy"], "r--", label="validation accuracy")
+    accuracy_axis.plot(epochs, history["accuracy"], "r-s", label="train accuracy")
+    accuracy_axis.plot(epochs, history["val_accuracy"], "r--s", label="validation accuracy")
     accuracy_axis.set_ylabel("accuracy", color="r")
     lines = loss_axis.get_lines() + accuracy_axis.get_lines()
     loss_axis.legend(lines, [str(line.get_label()) for line in lines], loc="center right")
     loss_axis.set_title("Learning curves")
     figure.tight_layout()
+    return figure
+
+
+def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
+    """``learning_curves_figure`` saved as a PNG."""
+    figure = learning_curves_figure(history)
     figure.savefig(path, dpi=100)
     plt.close(figure)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MODELS_DIR
-from training.__main__ import _parser, _warn_about_stale_variants, main
+from training.cli import _parser, _warn_about_stale_variants, main
 
 
 @pytest.fixture()
@@ -55,3 +55,18 @@ def test_variants_of_a_replaced_model_are_named_as_stale(
     _warn_about_stale_variants(models_dir / "mnist-deep-cnn")
     warning = capsys.readouterr().err
     assert "mnist-deep-cnn-int8" in warning and "stale" in warning
+
+
+def test_offline_training_without_data_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import keras
+
+    def offline() -> None:
+        raise Exception("URL fetch failure on https://example.invalid/mnist.npz: None")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    code = main(["train", "--name", "offline", "--runs-dir", str(tmp_path), "--epochs", "1"])
+    error = capsys.readouterr().err
+    assert code == 1
+    assert error.count("\n") == 1 and error.startswith("error: MNIST is not on this machine")

@@ -141,3 +141,21 @@ def test_mnist_without_a_source_falls_back_to_keras(monkeypatch: pytest.MonkeyPa
     assert calls == [True]
     assert splits.source == "keras.datasets.mnist"
     assert splits.x_train.shape == (20, 28, 28, 1) and splits.x_test.shape == (6, 28, 28, 1)
+
+
+def test_mnist_offline_without_data_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    def offline() -> None:
+        # What keras.utils.get_file raises when the download host cannot be resolved.
+        raise Exception(
+            "URL fetch failure on https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+            "mnist.npz: None -- [Errno -2] Name or service not known"
+        )
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with pytest.raises(DatasetError) as raised:
+        load_dataset("mnist", None)
+    message = str(raised.value)
+    assert "\n" not in message and "could not be downloaded" in message
+    assert "--data" in message and "IDX" in message and "mnist.npz" in message
