@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ import fastapi_offline
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.routing import APIRoute, APIRouter
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse, HTMLResponse
 
@@ -157,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         v2.router,
     ):
+        _summaries_from_docstrings(router)
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     _add_offline_docs(app)
@@ -164,6 +167,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(WEB_DIR / "favicon.ico", media_type="image/x-icon")
 
     keys = load_api_keys(settings)
     if keys:
@@ -197,6 +204,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["retry-after", "inference-header-content-length"],
         )
     return app
+
+
+def _summaries_from_docstrings(router: APIRouter) -> None:
+    """The API docs title each operation by its route's one-line docstring ("Classify a batch
+    of digits with the default model."), not by its function name ("Predict Default"); the
+    docstring's further lines, if any, stay its description."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.summary is None and route.endpoint.__doc__:
+            first, _, rest = inspect.cleandoc(route.endpoint.__doc__).partition("\n")
+            route.summary = first.strip()
+            route.description = rest.strip()
 
 
 def _add_offline_docs(app: FastAPI) -> None:

@@ -24,7 +24,7 @@ from service.config import Exposure, Settings
 
 OPEN_PREFIXES = ("/health/", "/v2/health/")
 # Public even with API keys: the web page and the API docs hold no data, and ask for the key.
-PAGE_PATHS = ("/", "/openapi.json", "/docs")
+PAGE_PATHS = ("/", "/favicon.ico", "/openapi.json", "/docs")
 PAGE_PREFIXES = ("/static/", "/docs/static/")
 DOCS_PATHS = ("/docs", "/openapi.json", "/docs/")
 METRICS_PATHS = ("/metrics",)

@@ -50,6 +50,7 @@ HEARTBEAT_INTERVAL_S = 0.5
 # Workers killed by a signal before they are ready are restarted, up to this many times in a row.
 MAX_EARLY_DEATHS = 5
 STARTUP_FAILURE = 3  # uvicorn's own exit status when the app fails to start.
+INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C.
 _PR_SET_PDEATHSIG = 1
 
 
@@ -141,6 +142,7 @@ class _Server(uvicorn.Server):
         self._supervisor_pid = supervisor_pid
         self._announce = announce
         self._heartbeat = heartbeat
+        self.interrupted = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -156,6 +158,26 @@ class _Server(uvicorn.Server):
             logger.info("%s", self._announce)
         if self._supervisor_pid is not None:
             asyncio.get_running_loop().create_task(self._watch_supervisor(self._supervisor_pid))
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """uvicorn's signal handler, except that a Ctrl-C is not raised again after shutdown.
+
+        uvicorn re-raises each signal it handled once it has shut down; for SIGINT that is a
+        KeyboardInterrupt traceback after a clean stop (and, on a second Ctrl-C, the lifespan's
+        cancellation logged as an error). ``interrupted`` records it instead.
+        """
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGINT:
+            self.interrupted = True
+            self._captured_signals.remove(sig)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.force_exit:
+            # A second Ctrl-C skips uvicorn's wait for open connections, and the app's own
+            # shutdown with it; run the latter (it stops the batchers, in milliseconds), so the
+            # lifespan ends instead of being cancelled and logged as an error.
+            await self.lifespan.shutdown()
 
     async def _beat(self, beats: Any, index: int) -> None:
         while not self.should_exit:
@@ -378,4 +400,6 @@ def serve(settings: Settings, workers: int) -> int:
     announce = f"serving {service_url(settings)} with 1 worker"
     server = _Server(uvicorn_config(settings), announce=announce)
     server.run(sockets=listeners(settings))
+    if server.interrupted:
+        return INTERRUPTED
     return 0 if server.started else STARTUP_FAILURE

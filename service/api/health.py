@@ -8,13 +8,13 @@ from starlette.responses import Response
 
 from service.api.deps import Serving
 from service.api.responses import FastJSONResponse
-from service.api.schemas import HealthResponse
+from service.api.schemas import HealthResponse, LiveResponse
 from service.metrics import ServiceMetrics
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health/live", response_model=HealthResponse)
+@router.get("/health/live", response_model=LiveResponse)
 async def live() -> dict[str, object]:
     """The process is up and answering."""
     return {"status": "ok"}

@@ -75,9 +75,13 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class LiveResponse(BaseModel):
+    status: Literal["ok"]
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok", "not_ready"]
-    models: list[str] = []
+    models: list[str] = Field(description="the models loaded and warmed up")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from service.app import create_app
 from service.errors import ModelLoadError
@@ -45,7 +48,10 @@ def test_model_detail_includes_the_card(client: TestClient) -> None:
 
 
 def test_health_endpoints(client: TestClient) -> None:
-    assert client.get("/health/live").json() == {"status": "ok", "models": []}
+    assert client.get("/health/live").json() == {"status": "ok"}
+    live_schema = client.get("/openapi.json").json()["paths"]["/health/live"]["get"]
+    schema_name = live_schema["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema_name == {"$ref": "#/components/schemas/LiveResponse"}
     ready = client.get("/health/ready")
     assert ready.status_code == 200 and "mnist-deep-cnn" in ready.json()["models"]
 
@@ -82,9 +88,36 @@ def test_openapi_documents_every_input_form(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
 
 
+def test_operations_are_titled_by_their_docstrings_not_function_names(
+    client: TestClient,
+) -> None:
+    operations = [
+        (path, operation)
+        for path, methods in client.get("/openapi.json").json()["paths"].items()
+        for operation in methods.values()
+    ]
+    assert len(operations) > 15
+    for path, operation in operations:
+        summary = operation["summary"]
+        assert summary.endswith(".") and summary[0].isupper(), (path, summary)
+        assert summary != operation["operationId"].replace("_", " ").title()
+    paths = dict(operations)
+    assert paths["/predict"]["summary"] == "Classify a batch of digits with the default model."
+    assert "one image" in paths["/feature-maps"]["summary"]
+
+
 def test_index_page_is_served(client: TestClient) -> None:
     response = client.get("/")
     assert response.status_code == 200 and "<canvas" in response.text
+    assert '<link rel="icon" href="/favicon.ico">' in response.text
+
+
+def test_favicon_is_an_icon_served_without_a_key() -> None:
+    with TestClient(create_app(make_settings(api_keys="k1"))) as keyed:
+        response = keyed.get("/favicon.ico")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/x-icon"
+    with Image.open(io.BytesIO(response.content)) as icon:
+        assert icon.format == "ICO" and icon.size[0] >= 32
 
 
 def copy_models(destination: Path) -> Path:
@@ -125,6 +158,20 @@ def test_command_line_exits_non_zero_with_a_clear_message(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "sha256" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow  # A real process.
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_stops_one_worker_cleanly_without_a_traceback(tmp_path: Path, presses: int) -> None:
+    """One Ctrl-C shuts down gracefully, a second forces it; neither prints a traceback."""
+    log = tmp_path / "server.log"
+    with running_service(output=log, workers=1, log_level="info") as service:
+        for _ in range(presses):
+            service.process.send_signal(signal.SIGINT)
+        assert service.process.wait(timeout=30) == 130  # 128 + SIGINT, as a shell reports it
+    text = log.read_text()
+    assert "Application shutdown complete" in text
+    assert "Traceback" not in text and "ERROR" not in text
 
 
 @pytest.mark.slow  # A real process.

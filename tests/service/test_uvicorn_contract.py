@@ -7,9 +7,11 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from uvicorn import Server
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.transport import _GuardedHttpToolsProtocol
+from service.workers import _Server
 
 # Methods the guarded protocol overrides, with the parameters uvicorn calls them with.
 OVERRIDDEN = {
@@ -51,3 +53,14 @@ def test_the_attributes_read_here_are_still_set_by_uvicorn() -> None:
     cycle_source = inspect.getsource(RequestResponseCycle)
     for attribute in CYCLE_ATTRIBUTES:
         assert f"self.{attribute} =" in cycle_source, attribute
+
+
+def test_the_server_hooks_for_ctrl_c_are_still_uvicorns() -> None:
+    """``service.workers._Server`` drops SIGINT from the signals uvicorn raises again after
+    shutdown, and runs the lifespan's shutdown after a forced one."""
+    for name, parameters in {"handle_exit": ["sig", "frame"], "shutdown": ["sockets"]}.items():
+        assert list(inspect.signature(getattr(Server, name)).parameters)[1:] == parameters
+        assert getattr(_Server, name) is not getattr(Server, name)
+    assert "self._captured_signals.append(sig)" in inspect.getsource(Server.handle_exit)
+    assert "signal.raise_signal(captured_signal)" in inspect.getsource(Server.capture_signals)
+    assert "if not self.force_exit:" in inspect.getsource(Server.shutdown)
