@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Builds the Dockerfile with podman (no Docker engine here), runs the image's own CMD as the
-# image's own user and environment with buildah, checks /health/ready, /predict (an image upload)
-# and /feature-maps, stops it with SIGTERM, and reports image size and time to ready.
-# Recipe: shared/docs/containers.md.
+# The container as users run it. Builds the Dockerfile with podman (no Docker engine on these
+# machines), then:
+# 1. runs the image with `podman run` and docker-compose.yml's own settings (read-only root,
+#    no capabilities, its user and CMD, the models mount, settings passed through, 1 GiB,
+#    2 CPUs; loopback port), calls /predict, /feature-maps, V2 and /metrics, runs its
+#    HEALTHCHECK inside it, checks from inside what the container enforces, and stops it with
+#    SIGTERM within the grace period;
+# 2. runs the rendered Kubernetes overlays as pods with `podman kube play`
+#    (scripts/kube_play_smoke.py: probes, hardening, limits, replicas, API keys, SIGTERM);
+# 3. builds the train target and retrains a small model inside it into a mounted models/.
+# What this proves and what it does not: docs/deployment-tests.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +17,17 @@ BASE=localhost/cnn-serve-base:bookworm
 IMAGE=cnn-serve:test
 PORT=${SMOKE_PORT:-18000}
 PYTHON=${PYTHON:-python3}
+# The project's container storage, apart from anything else on the machine.
+WORK=${CNN_SERVE_CONTAINER_WORK:-/var/tmp/cnn-serve-containers}
+mkdir -p "$WORK"
+cat >"$WORK/storage.conf" <<EOF
+[storage]
+driver = "overlay"
+graphroot = "$WORK/storage"
+runroot = "$WORK/run"
+EOF
+export CONTAINERS_STORAGE_CONF="$WORK/storage.conf"
+export CONTAINERS_CONF="$PWD/scripts/podman/containers.conf"
 
 if ! podman image exists "$BASE"; then
   echo "== making a local Debian bookworm base image (no registry can be reached)"
@@ -33,82 +51,84 @@ image_size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 added_mb=$(( (image_size - base_size) / 1000000 ))
 echo "image adds ${added_mb} MB on top of its base (target: < 250 MB)"
 
-# Run what the image would run: its CMD, its USER, its ENV (port moved for the test only).
-cmd=$(podman image inspect "$IMAGE" --format '{{json .Config.Cmd}}')
-user=$(podman image inspect "$IMAGE" --format '{{.Config.User}}')
-mapfile -t env_args < <(podman image inspect "$IMAGE" --format '{{range .Config.Env}}{{println .}}{{end}}' \
-  | sed '/^$/d' | sed '/^CNN_SERVE_PORT=/d' | sed 's/^/--env=/')
-env_args+=("--env=CNN_SERVE_PORT=$PORT")  # The image serves on the default port; moved for the test.
-mapfile -t cmd_args < <("$PYTHON" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$cmd")
-
-ctr=$(buildah from "$IMAGE")
-server_pid=""
+# Run the image as `docker compose up` would: podman run with the compose file's own settings
+# (scripts/compose_to_podman.py), from a copy of the compose file beside a models/ directory
+# that holds two of the models, with two settings in the "shell": the mount and the
+# pass-through are proved by what the service then says it serves.
+sample=$(mktemp -d "$WORK/compose.XXXXXX")
+cp docker-compose.yml "$sample/"
+mkdir "$sample/models"
+cp -r models/mnist-deep-cnn models/mnist-deep-cnn-int8 "$sample/models/"
+chmod -R a+rX "$sample"
+mapfile -t run_args < <("$PYTHON" scripts/compose_to_podman.py "$sample/docker-compose.yml" \
+  --env "CNN_SERVE_PORT=$PORT" --env CNN_SERVE_DEFAULT_MODEL=mnist-deep-cnn-int8)
+ctr=cnn-serve-smoke
+podman rm -f "$ctr" >/dev/null 2>&1 || true
 cleanup() {
-  # A failed run must not leave the server serving: stop whatever buildah started.
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    helper=$(pgrep -n -f '^buildah-chroot-exec' || true)
-    [ -n "$helper" ] && pkill -KILL -P "$helper" 2>/dev/null
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  buildah rm "$ctr" >/dev/null 2>&1 || true
+  podman rm -f "$ctr" >/dev/null 2>&1 || true
+  rm -rf "$sample"
 }
 trap cleanup EXIT
+quiet_podman() {  # podman without systemd cannot schedule healthcheck timers: not an error here
+  podman "$@" 2> >(grep -v "unable to get systemd connection" >&2)
+}
 
+echo "== podman run ${run_args[*]} $IMAGE"
 started=$(date +%s.%N)
-buildah run --isolation=chroot --network=host --user "$user" --workingdir /app "${env_args[@]}" \
-  "$ctr" -- "${cmd_args[@]}" >/tmp/cnn-serve-container.log 2>&1 &
-server_pid=$!
-
+quiet_podman run -d --name "$ctr" "${run_args[@]}" "$IMAGE" >/dev/null
 ready=""
 for _ in $(seq 1 300); do
   if curl -fsS "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1; then
     ready=$(date +%s.%N); break
   fi
-  kill -0 "$server_pid" 2>/dev/null || { cat /tmp/cnn-serve-container.log; exit 1; }
+  [ "$(podman inspect "$ctr" --format '{{.State.Running}}')" = true ] \
+    || { podman logs "$ctr"; echo "the container exited during start-up"; exit 1; }
   sleep 0.1
 done
-[ -n "$ready" ] || { echo "not ready in 30 s"; cat /tmp/cnn-serve-container.log; exit 1; }
+[ -n "$ready" ] || { echo "not ready in 30 s"; podman logs "$ctr"; exit 1; }
 echo "ready in $(echo "$ready - $started" | bc) s (target: < 5 s)"
 
-"$PYTHON" scripts/smoke_requests.py "http://127.0.0.1:$PORT"
+"$PYTHON" scripts/smoke_requests.py "http://127.0.0.1:$PORT" \
+  --default-model mnist-deep-cnn-int8 --models mnist-deep-cnn,mnist-deep-cnn-int8
 
-# The healthcheck command the image declares must pass too.
-buildah run --isolation=chroot --network=host --user "$user" "${env_args[@]}" "$ctr" -- \
-  python -m service.healthcheck && echo "HEALTHCHECK command passes"
+# The image's own HEALTHCHECK command, run by podman inside the container.
+quiet_podman healthcheck run "$ctr" && echo "HEALTHCHECK passes inside the container"
+# What the container enforces, seen from inside it.
+podman exec "$ctr" python -c "$(cat scripts/container_facts.py)" \
+  | "$PYTHON" scripts/container_facts.py --check --name "$ctr" --uid "$(podman image inspect \
+    "$IMAGE" --format '{{.Config.User}}')" --memory-bytes $((2**30)) --cpus 2
 
-# The server itself: the child of buildah's chroot helper, not buildah (whose arguments match too).
-chroot_helper=$(pgrep -n -f '^buildah-chroot-exec' || true)
-server=$([ -n "$chroot_helper" ] && pgrep -P "$chroot_helper" | head -1 || true)
-echo "== SIGTERM to the server (pid ${server:-?})"
-[ -n "$server" ] && kill -TERM "$server"
-if wait "$server_pid"; then status=0; else status=$?; fi
-log=/tmp/cnn-serve-container.log
-grep -q "Application shutdown complete" "$log" && grep -q "Finished server process" "$log" \
-  || { cat "$log"; echo "no clean shutdown"; exit 1; }
-# uvicorn re-raises the SIGTERM it handled once it has shut down (exit by signal, 143 under
-# Docker); buildah reports that as "exited on terminated" with status 1. Anything else is an error.
-if [ "$status" -ne 0 ] && ! grep -q "subprocess exited on terminated" "$log"; then
-  cat "$log"; echo "server failed with status $status"; exit 1
-fi
-echo "server shut down cleanly on SIGTERM"
+grace=$(podman inspect "$ctr" --format '{{.Config.StopTimeout}}')
+echo "== SIGTERM (podman stop, SIGKILL after the compose file's ${grace} s grace period)"
+stop_started=$(date +%s.%N)
+quiet_podman stop -t "$grace" "$ctr" >/dev/null
+took=$(echo "$(date +%s.%N) - $stop_started" | bc)
+status=$(podman inspect "$ctr" --format '{{.State.ExitCode}}')
+log=$(podman logs "$ctr" 2>&1)
+grep -q "Application shutdown complete" <<<"$log" || { echo "$log"; echo "no clean shutdown"; exit 1; }
+# 0: the supervisor of several workers exits cleanly; 143: one uvicorn process re-raises the
+# SIGTERM it handled. 137 would mean podman had to SIGKILL it.
+case "$status" in 0|143) ;; *) echo "$log"; echo "exit status $status after SIGTERM"; exit 1;; esac
+[ "$(echo "$took < $grace" | bc)" = 1 ] || { echo "stopping took $took s"; exit 1; }
+echo "stopped cleanly on SIGTERM in $took s (exit $status)"
+
+echo "== the Kubernetes overlays as pods"
+"$PYTHON" scripts/kube_play_smoke.py --image "localhost/$IMAGE"
 
 echo "== the train target: retrain into a mounted models/ directory"
 podman build --format docker --isolation=chroot \
   -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
   --build-arg BASE_IMAGE="$BASE" --target train -t cnn-serve-train:test . \
   >/tmp/cnn-serve-train-build.log 2>&1 || { tail -50 /tmp/cnn-serve-train-build.log; exit 1; }
-work=$(mktemp -d)
+work=$(mktemp -d "$WORK/train.XXXXXX")
 mkdir -p "$work/data" "$work/models" "$work/runs"
 "$PYTHON" scripts/make_tiny_mnist_npz.py "$work/data/mnist.npz" >/dev/null
-entrypoint=$(podman image inspect cnn-serve-train:test --format '{{json .Config.Entrypoint}}')
-mapfile -t entry_args < <("$PYTHON" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$entrypoint")
-train_ctr=$(buildah from cnn-serve-train:test)
-buildah run --isolation=chroot --network=host -v "$work/data:/data:ro" \
-  -v "$work/models:/app/models" -v "$work/runs:/app/runs" "$train_ctr" -- \
-  "${entry_args[@]}" all --name smoke-cnn --architecture cnn --data /data/mnist.npz \
+# The image's own ENTRYPOINT (python -m training), as `docker compose run train` would use it.
+podman run --rm -v "$work/data:/data:ro" -v "$work/models:/app/models" \
+  -v "$work/runs:/app/runs" cnn-serve-train:test \
+  all --name smoke-cnn --architecture cnn --data /data/mnist.npz \
   --validation-size 100 --epochs 1 --verify-images 100 >/tmp/cnn-serve-train.log 2>&1 \
-  || { tail -30 /tmp/cnn-serve-train.log; buildah rm "$train_ctr" >/dev/null; exit 1; }
-buildah rm "$train_ctr" >/dev/null
+  || { tail -30 /tmp/cnn-serve-train.log; exit 1; }
 "$PYTHON" - "$work/models/smoke-cnn" <<'PY'
 import sys
 from pathlib import Path

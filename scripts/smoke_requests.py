@@ -1,9 +1,13 @@
-"""Real requests against a running server: an image upload to /predict and /feature-maps."""
+"""Real requests against a running server: an image upload to /predict and /feature-maps, the
+model list, V2 inference, /metrics and a malformed request.
+
+Usage: python scripts/smoke_requests.py URL [--default-model NAME] [--models NAME,NAME]
+(``--default-model`` and ``--models``: what the server must say it serves)."""
 
 from __future__ import annotations
 
+import argparse
 import io
-import sys
 
 import httpx
 from PIL import Image, ImageDraw
@@ -18,7 +22,7 @@ def drawn_one() -> bytes:
     return buffer.getvalue()
 
 
-def main(base_url: str) -> None:
+def main(base_url: str, default_model: str | None, model_names: list[str] | None) -> None:
     with httpx.Client(base_url=base_url, timeout=10) as client:
         prediction = client.post(
             "/predict", files={"files": ("one.jpg", drawn_one(), "image/jpeg")}
@@ -36,7 +40,10 @@ def main(base_url: str) -> None:
         assert maps.headers["content-type"] == "image/png" and picture.width > 100
         print(f"/feature-maps PNG: {picture.width}x{picture.height}")
         models = client.get("/models").json()
-        print("models served:", [model["name"] for model in models["models"]])
+        served = [model["name"] for model in models["models"]]
+        print("models served:", served, "default:", models["default_model"])
+        assert default_model is None or models["default_model"] == default_model, models
+        assert model_names is None or sorted(served) == sorted(model_names), served
         assert client.get("/v2/health/ready").json() == {"ready": True}
         v2 = client.post(
             "/v2/models/mnist-deep-cnn/infer",
@@ -50,10 +57,19 @@ def main(base_url: str) -> None:
         )
         v2.raise_for_status()
         print("V2 infer:", v2.json()["outputs"][0]["data"])
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert 'route="/predict",status="200"' in metrics.text, metrics.text[:500]
+        print("/metrics counts the requests above")
         bad = client.post("/predict", content=b"{", headers={"content-type": "application/json"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
         print("malformed JSON -> 400 JSON error")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("url")
+    parser.add_argument("--default-model")
+    parser.add_argument("--models", type=lambda text: text.split(","))
+    args = parser.parse_args()
+    main(args.url, args.default_model, args.models)

@@ -27,8 +27,8 @@ def check_consistency(document: dict[str, Any]) -> list[str]:
     """The api service must expose what the image serves."""
     problems = []
     api = document["services"]["api"]
-    if "8000:8000" not in api.get("ports", []):
-        problems.append("api must publish 8000:8000")
+    if not any(str(port).endswith(":8000") for port in api.get("ports", [])):
+        problems.append("api must publish the image's port 8000")
     if api.get("healthcheck", {}).get("test") != ["CMD", "python", "-m", "service.healthcheck"]:
         problems.append("api healthcheck must run python -m service.healthcheck like the image")
     for key in ("init", "read_only"):
