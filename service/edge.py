@@ -57,8 +57,12 @@ class _Exchange:
         headers: dict[str, str] | None = None,
     ) -> None:
         response = error_response(status, code, message, details, headers, path=scope["path"])
-        await self.forward(
-            {"type": "http.response.start", "status": status, "headers": response.raw_headers}
+        await self.forward(  # The response's status: under /v2, Triton's (V2_STATUS).
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
         )
         await self.forward({"type": "http.response.body", "body": response.body})
 

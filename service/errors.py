@@ -96,6 +96,10 @@ class ModelLoadError(RuntimeError):
 
 
 V2_PREFIX = "/v2"
+# Under /v2, the status Triton answers with, so that clients, tests and alerts written for
+# Triton hold: every invalid request is a 400 (body or batch too large, unsupported encoding,
+# wrong input or output). The service's own routes keep their richer 413, 415 and 422.
+V2_STATUS = {413: 400, 415: 400, 422: 400}
 
 
 def is_v2_path(path: str) -> bool:
@@ -115,11 +119,13 @@ def error_response(
 
     Args:
         path: the request's path, which decides the shape (V2 clients such as tritonclient read
-            the message from a string ``error`` field).
+            the message from a string ``error`` field) and, under /v2, the status
+            (``V2_STATUS``).
     """
     body: dict[str, Any] = {"error": {"code": code, "message": message, "details": details}}
     if is_v2_path(path):
         body = {"error": message}
+        status_code = V2_STATUS.get(status_code, status_code)
     return Response(
         orjson.dumps(body),
         status_code=status_code,

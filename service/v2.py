@@ -16,19 +16,20 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from model_card import ModelCard
 from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
 from service.numbers import whole_number
 from service.preprocessing import checked_unit_interval
 
-SERVER_EXTENSIONS = ["binary_tensor_data", "classification"]
+SERVER_EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
 PLATFORM = "onnx_onnxv1"
+TRITON_PLATFORM = "onnxruntime_onnx"  # What Triton's model configuration calls this platform.
 HEADER_LENGTH = "inference-header-content-length"
 # Datatypes a request may use for the image input, and how their values become [0, 1].
 INPUT_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
@@ -40,15 +41,28 @@ PROTOCOL_DATATYPES = {
 ParameterValue = str | int | float | bool
 
 
+# Fields the protocol does not define are ignored, as KServe's and Triton's servers ignore them:
+# KServe's own client sends "model_name" and "model_version" in every request.
+IGNORE_UNKNOWN = ConfigDict(extra="ignore")
+
+
+def _no_parameters_as_empty(value: object) -> object:
+    """``"parameters": null`` (sent by some clients) means no parameters."""
+    return {} if value is None else value
+
+
+Parameters = Annotated[dict[str, ParameterValue], BeforeValidator(_no_parameters_as_empty)]
+
+
 class RequestInput(BaseModel):
     """``$request_input``: one input tensor, its data in JSON or in the binary tail."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = IGNORE_UNKNOWN
 
     name: str
     shape: list[int] = Field(max_length=8)
     datatype: str
-    parameters: dict[str, ParameterValue] = {}
+    parameters: Parameters = {}
     data: list[Any] | None = Field(
         None, description="The values, nested or flat, row-major (or binary_data_size)."
     )
@@ -57,19 +71,19 @@ class RequestInput(BaseModel):
 class RequestOutput(BaseModel):
     """``$request_output``: an output to return, and how (binary, classification)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = IGNORE_UNKNOWN
 
     name: str
-    parameters: dict[str, ParameterValue] = {}
+    parameters: Parameters = {}
 
 
 class InferenceRequest(BaseModel):
     """``$inference_request``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = IGNORE_UNKNOWN
 
     id: str | None = None
-    parameters: dict[str, ParameterValue] = {}
+    parameters: Parameters = {}
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
 
@@ -114,6 +128,53 @@ def model_metadata(card: ModelCard) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class BatchingLimits:
+    """The settings a Triton model configuration reports."""
+
+    max_batch_size: int
+    max_queue_delay_microseconds: int
+    preferred_batch_size: int
+    instances: int
+
+
+def model_config(card: ModelCard, limits: BatchingLimits) -> dict[str, Any]:
+    """Triton's model configuration (``GET /v2/models/{name}/config``, as tritonclient's
+    ``get_model_config`` reads it): batch dimension left out of ``dims``, as Triton writes it.
+    """
+    height, width = card.image_size
+    outputs = [
+        {"name": card.probabilities_output, "data_type": "TYPE_FP32", "dims": [len(card.labels)]}
+    ] + [
+        {"name": spec.output, "data_type": "TYPE_FP32", "dims": list(spec.shape)}
+        for spec in card.feature_maps
+    ]
+    return {
+        "name": card.name,
+        "platform": TRITON_PLATFORM,
+        "backend": "onnxruntime",
+        "version_policy": {"specific": {"versions": [int(card.version)]}}
+        if card.version.isdecimal()
+        else {"latest": {"num_versions": 1}},
+        "max_batch_size": limits.max_batch_size,
+        "input": [
+            {
+                "name": card.input.name,
+                "data_type": "TYPE_FP32",
+                "format": "FORMAT_NHWC",
+                "dims": [height, width, 1],
+            }
+        ],
+        "output": outputs,
+        "dynamic_batching": {
+            "preferred_batch_size": [limits.preferred_batch_size],
+            "max_queue_delay_microseconds": limits.max_queue_delay_microseconds,
+        },
+        "instance_group": [{"name": card.name, "kind": "KIND_CPU", "count": limits.instances}],
+        "parameters": {"labels": {"string_value": ",".join(card.labels)}},
+    }
+
+
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """(JSON header, binary tail) of a request body.
 
@@ -137,13 +198,16 @@ def parse_request(
 ) -> ParsedInference:
     """Check a V2 inference request against the model and turn it into model input.
 
-    An empty header with a binary tail is Triton's "raw binary request": one FP32 image.
+    An empty header with a binary tail is Triton's "raw binary request": one FP32 image. An
+    empty body is a JSON header that fails to parse, as Triton answers it.
 
     Raises:
         BadRequestError: malformed JSON, unknown datatype, binary sizes that do not add up.
         InvalidInputError: wrong input name, shape, values; unknown output; bad parameters.
         PayloadTooLargeError: more images than allowed.
     """
+    if not header and not tail:
+        raise BadRequestError("malformed JSON inference header: the request body is empty")
     if not header:
         return _raw_binary_request(tail, card)
     request, data = _validated(header)

@@ -1,8 +1,9 @@
 """The Open Inference Protocol (KServe V2) routes, with Triton's binary tensor extension.
 
-Errors use the protocol's own shape, ``{"error": "<message>"}``, with the same status codes as the
-rest of the service. Inference goes through the same admission, limits, deadlines, dynamic
-batcher and metrics as /predict.
+Errors use the protocol's own shape, ``{"error": "<message>"}``, with Triton's status codes
+(``service.errors.V2_STATUS``): 400 for every invalid request, 404 only for an unknown model or
+version, 503 when not ready or at capacity. Inference goes through the same admission, limits,
+deadlines, dynamic batcher and metrics as /predict.
 """
 
 from __future__ import annotations
@@ -35,12 +36,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]
     }}}}
     for status, description in {
-        400: "Malformed request, header or binary data.",
+        400: "Every invalid request, as Triton answers it: malformed JSON, header or binary "
+        "data; wrong input name, shape, datatype or values; unknown output; bad parameters; "
+        "body or batch over its limit; unsupported Content-Encoding.",
         401: "API key needed.",
         404: "Unknown model or version.",
-        413: "Body or batch over its limit.",
-        415: "Unsupported Content-Encoding.",
-        422: "Wrong input name, shape, datatype or values; unknown output; bad parameters.",
         503: "Not ready, or at capacity (see Retry-After).",
         504: "No result in time.",
     }.items()
@@ -48,15 +48,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _model(state: ServingState, name: str, version: str | None) -> ModelRuntime:
-    model = state.model(name)
+    """The model, or a 404 whose text has Triton's "Request for unknown model" (clients match
+    on it)."""
+    model = state.models.get(name)
+    if model is None:
+        raise ModelNotFoundError(
+            f"Request for unknown model: '{name}' is not found; models: "
+            + ", ".join(sorted(state.models))
+        )
     if version is not None and version != model.card.version:
         raise ModelNotFoundError(
-            f"model {name} has no version {version!r} (it has {model.card.version!r})"
+            f"Request for unknown model: '{name}' version {version} is not found; it has "
+            f"version {model.card.version}"
         )
     return model
 
 
 @router.get("", responses=_ERRORS)
+@router.get("/", responses=_ERRORS, include_in_schema=False)  # The spec's OpenAPI file's path.
 async def server_metadata(request: Request, state: Serving) -> dict[str, Any]:
     """Server name, version and supported extensions."""
     app = request.app
@@ -81,6 +90,20 @@ async def server_ready(request: Request) -> Response:
 async def model_metadata(name: str, state: Serving, version: str | None = None) -> dict[str, Any]:
     """The model's input and outputs (probabilities and every feature map)."""
     return v2.model_metadata(_model(state, name, version).card)
+
+
+@router.get("/models/{name}/config", responses=_ERRORS)
+@router.get("/models/{name}/versions/{version}/config", responses=_ERRORS)
+async def model_config(name: str, state: Serving, version: str | None = None) -> dict[str, Any]:
+    """Triton's model configuration: batch size, inputs, outputs, dynamic batching."""
+    settings = state.settings
+    limits = v2.BatchingLimits(
+        max_batch_size=settings.max_items_per_request,
+        max_queue_delay_microseconds=int(settings.batch_max_delay_ms * 1000),
+        preferred_batch_size=settings.batch_max_items,
+        instances=settings.resolved_workers(),
+    )
+    return v2.model_config(_model(state, name, version).card, limits)
 
 
 @router.get("/models/{name}/ready", responses=_ERRORS)

@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS_DIR
+from service.app import create_app
+from tests.conftest import MODELS_DIR, make_settings
 from tests.servers import LiveService, running_service
 
 MODEL = "mnist-deep-cnn"
@@ -70,6 +71,28 @@ def test_health_readiness_and_metadata(triton_client: triton.InferenceServerClie
     names = [output["name"] for output in metadata["outputs"]]
     assert names == ["probabilities", *(layer["output"] for layer in card["feature_maps"])]
     assert metadata["platform"] == "onnx_onnxv1" and metadata["versions"] == [card["version"]]
+
+
+def test_model_configuration_as_tritonclient_reads_it(
+    triton_client: triton.InferenceServerClient,
+) -> None:
+    config = triton_client.get_model_config(MODEL)
+    metadata = triton_client.get_model_metadata(MODEL)
+    assert config["name"] == MODEL and config["platform"] == "onnxruntime_onnx"
+    assert config["max_batch_size"] == 256  # CNN_SERVE_MAX_ITEMS_PER_REQUEST's default
+    (model_input,) = config["input"]
+    assert (model_input["name"], model_input["data_type"]) == ("input", "TYPE_FP32")
+    assert [-1, *model_input["dims"]] == metadata["inputs"][0]["shape"]  # batch left out
+    assert [output["name"] for output in config["output"]] == [
+        output["name"] for output in metadata["outputs"]
+    ]
+    batching = config["dynamic_batching"]
+    defaults = make_settings()
+    assert batching["max_queue_delay_microseconds"] == int(defaults.batch_max_delay_ms * 1000)
+    assert batching["preferred_batch_size"] == [defaults.batch_max_items]
+    assert triton_client.get_model_config(MODEL, model_version="1") == config
+    with pytest.raises(InferenceServerException, match="Request for unknown model"):
+        triton_client.get_model_config("resnet")
 
 
 @pytest.mark.parametrize("binary", [True, False])
@@ -167,8 +190,8 @@ def test_errors_reach_tritonclient_as_messages(
     wrong.set_data_from_numpy(images)
     with pytest.raises(InferenceServerException, match="takes one input 'input'") as raised:
         triton_client.infer(MODEL, [wrong])
-    assert raised.value.status() == "422"
-    with pytest.raises(InferenceServerException, match="no model named") as missing:
+    assert raised.value.status() == "400"  # Triton's status for every invalid request
+    with pytest.raises(InferenceServerException, match="Request for unknown model") as missing:
         triton_client.infer("resnet", [wrong])
     assert missing.value.status() == "404"
     nan = images.copy()
@@ -201,28 +224,29 @@ def test_versioned_routes(client: TestClient) -> None:
     assert client.get(f"/v2/models/{MODEL}/versions/1/ready").json()["ready"] is True
     ok = client.post(f"/v2/models/{MODEL}/versions/1/infer", json={"inputs": [INPUT]})
     assert ok.status_code == 200 and ok.json()["model_version"] == "1"
-    assert "no version" in v2_error(client.get(f"/v2/models/{MODEL}/versions/7"), 404)
+    missing = v2_error(client.get(f"/v2/models/{MODEL}/versions/7"), 404)
+    assert missing.startswith(f"Request for unknown model: '{MODEL}' version 7")
 
 
 @pytest.mark.parametrize(
     "request_body, status, fragment",
     [
-        ({"inputs": [INPUT], "outputs": [{"name": "logits"}]}, 422, "no output 'logits'"),
-        ({"inputs": [{**INPUT, "data": [0.0] * 783}]}, 422, "783 values"),
-        ({"inputs": [{**INPUT, "shape": [1, 27, 28, 1]}]}, 422, "input shape"),
-        ({"inputs": [{**INPUT, "shape": [0, 28, 28, 1], "data": []}]}, 422, "N >= 1"),
+        ({"inputs": [INPUT], "outputs": [{"name": "logits"}]}, 400, "no output 'logits'"),
+        ({"inputs": [{**INPUT, "data": [0.0] * 783}]}, 400, "783 values"),
+        ({"inputs": [{**INPUT, "shape": [1, 27, 28, 1]}]}, 400, "input shape"),
+        ({"inputs": [{**INPUT, "shape": [0, 28, 28, 1], "data": []}]}, 400, "N >= 1"),
         ({"inputs": [{**INPUT, "datatype": "FP128"}]}, 400, "unknown datatype"),
-        ({"inputs": [{**INPUT, "datatype": "INT64"}]}, 422, "takes datatype FP32"),
-        ({"inputs": [{**INPUT, "data": [2.0] * 784}]}, 422, "[0, 1]"),
-        ({"inputs": [{**INPUT, "shape": [300, 784], "data": [0.0] * 784 * 300}]}, 413, "256"),
-        ({"inputs": [INPUT, INPUT]}, 422, "one input"),
-        ({"inputs": []}, 422, "inputs"),
+        ({"inputs": [{**INPUT, "datatype": "INT64"}]}, 400, "takes datatype FP32"),
+        ({"inputs": [{**INPUT, "data": [2.0] * 784}]}, 400, "[0, 1]"),
+        ({"inputs": [{**INPUT, "shape": [300, 784], "data": [0.0] * 784 * 300}]}, 400, "256"),
+        ({"inputs": [INPUT, INPUT]}, 400, "one input"),
+        ({"inputs": []}, 400, "inputs"),
         (
             {
                 "inputs": [INPUT],
                 "outputs": [{"name": "probabilities", "parameters": {"classification": 11}}],
             },
-            422,
+            400,
             "between 1 and 10",
         ),  # noqa: E501
         (
@@ -230,11 +254,12 @@ def test_versioned_routes(client: TestClient) -> None:
                 "inputs": [INPUT],
                 "outputs": [{"name": "conv1", "parameters": {"classification": 2}}],
             },
-            422,
+            400,
             "probabilities output only",
         ),  # noqa: E501
-        ({"inputs": [INPUT], "parameters": {"binary_data_output": "yes"}}, 422, "true or false"),
-        ({"inputs": [INPUT], "colour": "red"}, 422, "colour"),
+        ({"inputs": [INPUT], "parameters": {"binary_data_output": "yes"}}, 400, "true or false"),
+        ({"model_name": MODEL}, 400, "inputs"),
+        ({"inputs": [{**INPUT, "parameters": {"binary_data_size": "x"}}]}, 400, "binary_data_size"),
     ],
 )
 def test_bad_tensors_are_4xx(
@@ -261,7 +286,7 @@ def test_binary_sizes_must_add_up(client: TestClient) -> None:
         {"inputs": [{**tensor, "parameters": {"binary_data_size": 3000}}]}, good[:3000]
     )
     assert "does not match the shape" in v2_error(
-        client.post(url, content=body, headers=headers), 422
+        client.post(url, content=body, headers=headers), 400
     )
     body, headers = binary_request(
         {"inputs": [{**tensor, "parameters": {"binary_data_size": 3136}}]}, good[:100]
@@ -323,15 +348,60 @@ def test_gzip_bodies_are_accepted_and_bombs_are_not(client: TestClient) -> None:
     assert ok.status_code == 200
     bomb = gzip.compress(b" " * (20 * 2**20))  # Expands past the 16 MiB body limit.
     assert "decompressed" in v2_error(
-        client.post(url, content=bomb, headers={"content-encoding": "gzip"}), 413
+        client.post(url, content=bomb, headers={"content-encoding": "gzip"}), 400
     )
-    assert "br" in v2_error(client.post(url, content=body, headers={"content-encoding": "br"}), 415)
+    assert "br" in v2_error(client.post(url, content=body, headers={"content-encoding": "br"}), 400)
 
 
 def test_unknown_model_everywhere_is_404_in_v2_shape(client: TestClient) -> None:
-    v2_error(client.get("/v2/models/resnet"), 404)
-    v2_error(client.get("/v2/models/resnet/ready"), 404)
+    for response in (
+        client.get("/v2/models/resnet"),
+        client.get("/v2/models/resnet/ready"),
+        client.get("/v2/models/resnet/config"),
+        client.post("/v2/models/resnet/infer", json={"inputs": [INPUT]}),
+    ):
+        assert "Request for unknown model: 'resnet' is not found" in v2_error(response, 404)
     v2_error(client.get("/v2/nothing-here"), 404)
+
+
+def test_kserve_clients_request_with_their_extra_fields_is_served(client: TestClient) -> None:
+    """What ``kserve.InferRequest.to_rest()`` sends: model_name and model_version always, a null
+    id and null parameters when unset; fields the protocol does not define are ignored."""
+    request = {
+        "id": None,
+        "model_name": MODEL,
+        "model_version": "1",
+        "parameters": None,
+        "inputs": [{**INPUT, "parameters": None, "x-vendor-field": {"nested": [1, 2]}}],
+        "outputs": [{"name": "probabilities", "parameters": None, "colour": "red"}],
+        "colour": "red",
+    }
+    response = client.post(f"/v2/models/{MODEL}/infer", json=request)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["name"] == "probabilities"
+
+
+def test_empty_body_is_a_400_json_parse_error(client: TestClient) -> None:
+    """As Triton answers it; a raw binary request needs Inference-Header-Content-Length: 0 and
+    a tail."""
+    url = f"/v2/models/{MODEL}/infer"
+    assert "malformed JSON" in v2_error(client.post(url, content=b""), 400)
+    empty_raw = client.post(url, content=b"", headers={"inference-header-content-length": "0"})
+    assert "malformed JSON" in v2_error(empty_raw, 400)
+
+
+def test_server_metadata_answers_at_the_specs_trailing_slash_path(client: TestClient) -> None:
+    assert client.get("/v2/").json() == client.get("/v2").json()
+    assert "model_configuration" in client.get("/v2").json()["extensions"]
+
+
+def test_v2_body_limit_is_a_400_in_v2_shape_and_413_elsewhere() -> None:
+    with TestClient(create_app(make_settings(max_body_bytes=2048))) as small:
+        body = json.dumps({"inputs": [INPUT]}).encode()
+        assert len(body) > 2048
+        assert "2048" in v2_error(small.post(f"/v2/models/{MODEL}/infer", content=body), 400)
+        own = small.post("/predict", content=body, headers={"content-type": "application/json"})
+        assert own.status_code == 413 and own.json()["error"]["code"] == "payload_too_large"
 
 
 def test_v2_goes_through_the_metrics(client: TestClient) -> None:
