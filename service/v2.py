@@ -30,6 +30,7 @@ from service.preprocessing import checked_unit_interval
 SERVER_EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
 PLATFORM = "onnx_onnxv1"
 TRITON_PLATFORM = "onnxruntime_onnx"  # What Triton's model configuration calls this platform.
+FEATURES_SUFFIX = "-features"  # <model>-features: the model with its feature maps as outputs.
 HEADER_LENGTH = "inference-header-content-length"
 # Datatypes a request may use for the image input, and how their values become [0, 1].
 INPUT_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
@@ -110,17 +111,46 @@ class ParsedInference:
         return [output.name for output in self.outputs if output.name != "probabilities"]
 
 
-def model_metadata(card: ModelCard) -> dict[str, Any]:
+@dataclass(frozen=True)
+class V2Model:
+    """A model as V2 publishes it, under two names: ``<name>`` has one output, the
+    probabilities; ``<name>-features`` has the probabilities and every feature map. The spec
+    returns all of a model's outputs when a request names none, so the plain name keeps that
+    cheap and the features name returns every map."""
+
+    name: str
+    card: ModelCard
+    with_features: bool
+
+    @property
+    def output_shapes(self) -> dict[str, list[int]]:
+        """Output name -> shape without the batch dimension, in the model card's order."""
+        shapes = {self.card.probabilities_output: [len(self.card.labels)]}
+        if self.with_features:
+            shapes.update({spec.output: list(spec.shape) for spec in self.card.feature_maps})
+        return shapes
+
+
+def published_model(name: str, cards: dict[str, ModelCard]) -> V2Model | None:
+    """The V2 model called ``name``: a served model, or ``<served>-features``."""
+    if name in cards:
+        return V2Model(name, cards[name], with_features=False)
+    base = name.removesuffix(FEATURES_SUFFIX)
+    if base != name and base in cards and cards[base].feature_maps:
+        return V2Model(name, cards[base], with_features=True)
+    return None
+
+
+def model_metadata(model: V2Model) -> dict[str, Any]:
     """``$metadata_model_response``: the input and every output, from the model card."""
+    card = model.card
     height, width = card.image_size
     outputs = [
-        {"name": card.probabilities_output, "datatype": "FP32", "shape": [-1, len(card.labels)]}
-    ] + [
-        {"name": spec.output, "datatype": "FP32", "shape": [-1, *spec.shape]}
-        for spec in card.feature_maps
+        {"name": name, "datatype": "FP32", "shape": [-1, *shape]}
+        for name, shape in model.output_shapes.items()
     ]
     return {
-        "name": card.name,
+        "name": model.name,
         "versions": [card.version],
         "platform": PLATFORM,
         "inputs": [{"name": card.input.name, "datatype": "FP32", "shape": [-1, height, width, 1]}],
@@ -138,19 +168,18 @@ class BatchingLimits:
     instances: int
 
 
-def model_config(card: ModelCard, limits: BatchingLimits) -> dict[str, Any]:
+def model_config(model: V2Model, limits: BatchingLimits) -> dict[str, Any]:
     """Triton's model configuration (``GET /v2/models/{name}/config``, as tritonclient's
     ``get_model_config`` reads it): batch dimension left out of ``dims``, as Triton writes it.
     """
+    card = model.card
     height, width = card.image_size
     outputs = [
-        {"name": card.probabilities_output, "data_type": "TYPE_FP32", "dims": [len(card.labels)]}
-    ] + [
-        {"name": spec.output, "data_type": "TYPE_FP32", "dims": list(spec.shape)}
-        for spec in card.feature_maps
+        {"name": name, "data_type": "TYPE_FP32", "dims": shape}
+        for name, shape in model.output_shapes.items()
     ]
     return {
-        "name": card.name,
+        "name": model.name,
         "platform": TRITON_PLATFORM,
         "backend": "onnxruntime",
         "version_policy": {"specific": {"versions": [int(card.version)]}}
@@ -170,7 +199,7 @@ def model_config(card: ModelCard, limits: BatchingLimits) -> dict[str, Any]:
             "preferred_batch_size": [limits.preferred_batch_size],
             "max_queue_delay_microseconds": limits.max_queue_delay_microseconds,
         },
-        "instance_group": [{"name": card.name, "kind": "KIND_CPU", "count": limits.instances}],
+        "instance_group": [{"name": model.name, "kind": "KIND_CPU", "count": limits.instances}],
         "parameters": {"labels": {"string_value": ",".join(card.labels)}},
     }
 
@@ -194,12 +223,13 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 
 def parse_request(
-    header: bytes, tail: bytes, card: ModelCard, max_items: int, max_feature_map_items: int
+    header: bytes, tail: bytes, model: V2Model, max_items: int, max_feature_map_items: int
 ) -> ParsedInference:
     """Check a V2 inference request against the model and turn it into model input.
 
-    An empty header with a binary tail is Triton's "raw binary request": one FP32 image. An
-    empty body is a JSON header that fails to parse, as Triton answers it.
+    An empty header with a binary tail is Triton's "raw binary request": one FP32 image, every
+    output returned as binary. An empty body is a JSON header that fails to parse, as Triton
+    answers it. A request that names no outputs gets all of the model's outputs (the spec).
 
     Raises:
         BadRequestError: malformed JSON, unknown datatype, binary sizes that do not add up.
@@ -209,7 +239,19 @@ def parse_request(
     if not header and not tail:
         raise BadRequestError("malformed JSON inference header: the request body is empty")
     if not header:
-        return _raw_binary_request(tail, card)
+        parsed = _raw_binary_request(tail, model)
+    else:
+        parsed = _json_request(header, tail, model, max_items)
+    if parsed.feature_map_layers and parsed.images.shape[0] > max_feature_map_items:
+        raise PayloadTooLargeError(
+            f"feature-map outputs are returned for at most {max_feature_map_items} images a "
+            f"request, not {parsed.images.shape[0]}"
+        )
+    return parsed
+
+
+def _json_request(header: bytes, tail: bytes, model: V2Model, max_items: int) -> ParsedInference:
+    card = model.card
     request, data = _validated(header)
     if len(request.inputs) != 1 or request.inputs[0].name != card.input.name:
         names = [item.name for item in request.inputs]
@@ -217,14 +259,7 @@ def parse_request(
             f"model {card.name} takes one input {card.input.name!r}, not {names}"
         )
     images = _input_tensor(request.inputs[0], data[0], tail, card, max_items)
-    outputs = _requested_outputs(request, card)
-    parsed = ParsedInference(request.id, images, outputs)
-    if parsed.feature_map_layers and images.shape[0] > max_feature_map_items:
-        raise PayloadTooLargeError(
-            f"feature-map outputs are returned for at most {max_feature_map_items} images a "
-            f"request, not {images.shape[0]}"
-        )
-    return parsed
+    return ParsedInference(request.id, images, _requested_outputs(request, model))
 
 
 def _validated(header: bytes) -> tuple[InferenceRequest, list[Any]]:
@@ -251,17 +286,16 @@ def _validated(header: bytes) -> tuple[InferenceRequest, list[Any]]:
         raise InvalidInputError(f"invalid inference request at {where}: {first['msg']}") from None
 
 
-def _raw_binary_request(tail: bytes, card: ModelCard) -> ParsedInference:
-    height, width = card.image_size
+def _raw_binary_request(tail: bytes, model: V2Model) -> ParsedInference:
+    height, width = model.card.image_size
     expected = height * width * 4
     if len(tail) != expected:
         raise InvalidInputError(
             f"a raw binary request is one FP32 image of {expected} bytes, not {len(tail)}"
         )
     values = np.frombuffer(tail, dtype="<f4").reshape(1, height, width, 1)
-    return ParsedInference(
-        None, _checked_values(values), [OutputRequest("probabilities", True, None)]
-    )
+    outputs = [OutputRequest(name, True, None) for name in model.output_shapes]
+    return ParsedInference(None, _checked_values(values), outputs)
 
 
 def _input_tensor(
@@ -348,17 +382,16 @@ def _checked_values(values: np.ndarray) -> np.ndarray:
     return checked_unit_interval(values, "FP32 input values", "send UINT8 for 0-255 pixels")
 
 
-def _requested_outputs(request: InferenceRequest, card: ModelCard) -> list[OutputRequest]:
+def _requested_outputs(request: InferenceRequest, model: V2Model) -> list[OutputRequest]:
+    card = model.card
     binary_default = _flag(request.parameters, "binary_data_output", False)
-    known = [card.probabilities_output, *(spec.output for spec in card.feature_maps)]
+    known = list(model.output_shapes)
     if request.outputs is None:
-        return [OutputRequest(card.probabilities_output, binary_default, None)]
+        return [OutputRequest(name, binary_default, None) for name in known]
     outputs = []
     for item in request.outputs:
         if item.name not in known:
-            raise InvalidInputError(
-                f"model {card.name} has no output {item.name!r}; it has {known}"
-            )
+            raise InvalidInputError(_unknown_output(model, item.name))
         classes = item.parameters.get("classification")
         if classes is not None:
             if item.name != card.probabilities_output:
@@ -372,6 +405,13 @@ def _requested_outputs(request: InferenceRequest, card: ModelCard) -> list[Outpu
     if len({output.name for output in outputs}) != len(outputs):
         raise InvalidInputError("an output is requested twice")
     return outputs
+
+
+def _unknown_output(model: V2Model, name: str) -> str:
+    message = f"model {model.name} has no output {name!r}; it has {list(model.output_shapes)}"
+    if not model.with_features and name in {spec.output for spec in model.card.feature_maps}:
+        message += f"; feature maps are outputs of model {model.name}{FEATURES_SUFFIX!s}"
+    return message
 
 
 def _flag(parameters: dict[str, ParameterValue], name: str, default: bool) -> bool:
@@ -398,7 +438,7 @@ def classification_strings(
 
 
 def encode_response(
-    card: ModelCard, parsed: ParsedInference, tensors: dict[str, np.ndarray]
+    model: V2Model, parsed: ParsedInference, tensors: dict[str, np.ndarray]
 ) -> tuple[bytes, int | None]:
     """The response body and, when it carries binary tensors, the JSON header's length.
 
@@ -410,7 +450,7 @@ def encode_response(
     for requested in parsed.outputs:
         values = tensors[requested.name]
         if requested.classes is not None:
-            strings = classification_strings(values, card.labels, requested.classes)
+            strings = classification_strings(values, model.card.labels, requested.classes)
             entry: dict[str, Any] = {
                 "name": requested.name,
                 "datatype": "BYTES",
@@ -428,7 +468,7 @@ def encode_response(
         else:
             entry["data"] = data
         outputs.append(entry)
-    document: dict[str, Any] = {"model_name": card.name, "model_version": card.version}
+    document: dict[str, Any] = {"model_name": model.name, "model_version": model.card.version}
     if parsed.request_id is not None:
         document["id"] = parsed.request_id
     document["outputs"] = outputs

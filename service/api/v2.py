@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from model_card import ModelCard
 from service import inference, v2
 from service.api.deps import Serving
 from service.api.lean import LeanRoute
@@ -47,21 +48,29 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def _model(state: ServingState, name: str, version: str | None) -> ModelRuntime:
-    """The model, or a 404 whose text has Triton's "Request for unknown model" (clients match
-    on it)."""
-    model = state.models.get(name)
-    if model is None:
+def _model(state: ServingState, name: str, version: str | None) -> tuple[ModelRuntime, v2.V2Model]:
+    """The served model behind the V2 model ``name`` (``<model>`` or ``<model>-features``), or
+    a 404 whose text has Triton's "Request for unknown model" (clients match on it)."""
+    cards = {served: runtime.card for served, runtime in state.models.items()}
+    published = v2.published_model(name, cards)
+    if published is None:
         raise ModelNotFoundError(
             f"Request for unknown model: '{name}' is not found; models: "
-            + ", ".join(sorted(state.models))
+            + ", ".join(_published_names(cards))
         )
-    if version is not None and version != model.card.version:
+    if version is not None and version != published.card.version:
         raise ModelNotFoundError(
             f"Request for unknown model: '{name}' version {version} is not found; it has "
-            f"version {model.card.version}"
+            f"version {published.card.version}"
         )
-    return model
+    return state.models[published.card.name], published
+
+
+def _published_names(cards: dict[str, ModelCard]) -> list[str]:
+    names = set(cards) | {
+        f"{name}{v2.FEATURES_SUFFIX}" for name, card in cards.items() if card.feature_maps
+    }
+    return sorted(names)
 
 
 @router.get("", responses=_ERRORS)
@@ -88,8 +97,8 @@ async def server_ready(request: Request) -> Response:
 @router.get("/models/{name}", responses=_ERRORS)
 @router.get("/models/{name}/versions/{version}", responses=_ERRORS)
 async def model_metadata(name: str, state: Serving, version: str | None = None) -> dict[str, Any]:
-    """The model's input and outputs (probabilities and every feature map)."""
-    return v2.model_metadata(_model(state, name, version).card)
+    """The model's input and outputs (``<model>-features``: every feature map too)."""
+    return v2.model_metadata(_model(state, name, version)[1])
 
 
 @router.get("/models/{name}/config", responses=_ERRORS)
@@ -103,14 +112,14 @@ async def model_config(name: str, state: Serving, version: str | None = None) ->
         preferred_batch_size=settings.batch_max_items,
         instances=settings.resolved_workers(),
     )
-    return v2.model_config(_model(state, name, version).card, limits)
+    return v2.model_config(_model(state, name, version)[1], limits)
 
 
 @router.get("/models/{name}/ready", responses=_ERRORS)
 @router.get("/models/{name}/versions/{version}/ready", responses=_ERRORS)
 async def model_ready(name: str, state: Serving, version: str | None = None) -> dict[str, Any]:
     """The model is loaded and can serve."""
-    return {"name": _model(state, name, version).name, "ready": True}
+    return {"name": _model(state, name, version)[1].name, "ready": True}
 
 
 _INFER_DOCS: dict[str, Any] = {
@@ -192,17 +201,17 @@ async def _body(request: Request, state: ServingState) -> bytes:
 
 
 async def _infer(state: ServingState, name: str, version: str | None, request: Request) -> Response:
-    model = _model(state, name, version)
+    model, published = _model(state, name, version)
     deadline = state.deadline()
     header, tail = v2.split_body(await _body(request, state), request.headers.get(v2.HEADER_LENGTH))
     limits = state.payload_limits(model)
     check_json_value_count(json_value_count(header), limits)
     parsed = v2.parse_request(
-        header, tail, model.card, limits.max_items, state.settings.max_feature_map_items
+        header, tail, published, limits.max_items, state.settings.max_feature_map_items
     )
     # Tensors need no decoding: the batcher's deadline bounds the wait, no client watcher needed.
     tensors = await inference.v2_infer(state, model, parsed, deadline)
-    body, header_length = v2.encode_response(model.card, parsed, tensors)
+    body, header_length = v2.encode_response(published, parsed, tensors)
     if header_length is None:
         return Response(body, media_type="application/json")
     return Response(

@@ -310,7 +310,7 @@ def test_feature_map_floods_wait_in_the_queue_and_do_not_stall_predictions(
 
     def flood() -> None:
         response = httpx.post(
-            f"{live.url}/v2/models/mnist-deep-cnn/infer", json=request, timeout=120
+            f"{live.url}/v2/models/mnist-deep-cnn-features/infer", json=request, timeout=120
         )
         with lock:
             statuses.append(response.status_code)

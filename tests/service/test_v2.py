@@ -68,9 +68,13 @@ def test_health_readiness_and_metadata(triton_client: triton.InferenceServerClie
     metadata = triton_client.get_model_metadata(MODEL)
     card = json.loads((MODELS_DIR / MODEL / "model.json").read_text())
     assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 28, 28, 1]}]
-    names = [output["name"] for output in metadata["outputs"]]
-    assert names == ["probabilities", *(layer["output"] for layer in card["feature_maps"])]
+    assert metadata["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
     assert metadata["platform"] == "onnx_onnxv1" and metadata["versions"] == [card["version"]]
+    features = triton_client.get_model_metadata(f"{MODEL}-features")
+    names = [output["name"] for output in features["outputs"]]
+    assert names == ["probabilities", *(layer["output"] for layer in card["feature_maps"])]
+    assert features["name"] == f"{MODEL}-features" and features["inputs"] == metadata["inputs"]
+    assert triton_client.is_model_ready(f"{MODEL}-features")
 
 
 def test_model_configuration_as_tritonclient_reads_it(
@@ -150,11 +154,38 @@ def test_feature_maps_by_output_name(
     images = batch(mnist_digits, 2)
     tensor = input_tensor(images, binary=binary)
     outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in ("conv1", "pool2")]
-    result = triton_client.infer(MODEL, [tensor], outputs=outputs)
+    result = triton_client.infer(f"{MODEL}-features", [tensor], outputs=outputs)
     conv1, pool2 = direct.run(["conv1", "pool2"], {"input": images})
     np.testing.assert_allclose(result.as_numpy("conv1"), conv1, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(result.as_numpy("pool2"), pool2, rtol=1e-5, atol=1e-5)
     assert result.as_numpy("probabilities") is None  # Only what was asked for.
+    assert result.get_response()["model_name"] == f"{MODEL}-features"
+
+
+def test_omitted_outputs_are_all_of_the_models_outputs(
+    triton_client: triton.InferenceServerClient,
+    direct: ort.InferenceSession,
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """The spec: "if not specified all outputs produced by the model will be returned"; for the
+    -features model that is every feature map, also for a raw binary request."""
+    images = batch(mnist_digits, 2)
+    names = [
+        output["name"]
+        for output in triton_client.get_model_metadata(f"{MODEL}-features")["outputs"]
+    ]
+    result = triton_client.infer(f"{MODEL}-features", [input_tensor(images)])
+    assert [output["name"] for output in result.get_response()["outputs"]] == names
+    for name, expected in zip(names, direct.run(names, {"input": images}), strict=True):
+        np.testing.assert_allclose(result.as_numpy(name), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_feature_maps_from_the_plain_model_name_the_features_model(
+    triton_client: triton.InferenceServerClient, mnist_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    tensor = input_tensor(batch(mnist_digits, 1))
+    with pytest.raises(InferenceServerException, match=f"outputs of model {MODEL}-features"):
+        triton_client.infer(MODEL, [tensor], outputs=[triton.InferRequestedOutput("conv1")])
 
 
 @pytest.mark.parametrize("binary", [True, False])
@@ -255,7 +286,7 @@ def test_versioned_routes(client: TestClient) -> None:
                 "outputs": [{"name": "conv1", "parameters": {"classification": 2}}],
             },
             400,
-            "probabilities output only",
+            "has no output 'conv1'",
         ),  # noqa: E501
         ({"inputs": [INPUT], "parameters": {"binary_data_output": "yes"}}, 400, "true or false"),
         ({"model_name": MODEL}, 400, "inputs"),
@@ -325,6 +356,29 @@ def test_raw_binary_request_is_one_image(
     (expected,) = direct.run(["probabilities"], {"input": image})
     np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
     assert header["outputs"][0]["parameters"]["binary_data_size"] == 40
+
+
+def test_raw_binary_request_to_the_features_model_returns_every_output(
+    client: TestClient, direct: ort.InferenceSession, mnist_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    image = batch(mnist_digits, 1)
+    response = client.post(
+        f"/v2/models/{MODEL}-features/infer",
+        content=image.astype("<f4").tobytes(),
+        headers={"inference-header-content-length": "0"},
+    )
+    assert response.status_code == 200
+    length = int(response.headers["inference-header-content-length"])
+    outputs = json.loads(response.content[:length])["outputs"]
+    names = [output["name"] for output in outputs]
+    assert names[0] == "probabilities" and "conv1" in names and "pool2" in names
+    offset = length
+    for output, expected in zip(outputs, direct.run(names, {"input": image}), strict=True):
+        size = output["parameters"]["binary_data_size"]
+        values = np.frombuffer(response.content[offset : offset + size], dtype="<f4")
+        np.testing.assert_allclose(values.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
+        offset += size
+    assert offset == len(response.content)
 
 
 def test_binary_classification_strings_are_length_prefixed(client: TestClient) -> None:
@@ -438,3 +492,12 @@ def test_compressed_bodies_must_be_exactly_one_whole_stream(
         f"/v2/models/{MODEL}/infer", content=body, headers={"content-encoding": encoding}
     )
     v2_error(response, 400)
+
+
+def test_classification_applies_to_probabilities_only(client: TestClient) -> None:
+    request = {
+        "inputs": [INPUT],
+        "outputs": [{"name": "conv1", "parameters": {"classification": 2}}],
+    }
+    response = client.post(f"/v2/models/{MODEL}-features/infer", json=request)
+    assert "probabilities output only" in v2_error(response, 400)
