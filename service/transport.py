@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from http import HTTPStatus
 from typing import Any
 
 import httptools
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.config import Settings
+from service.errors import V2_PREFIX, error_response
 
 logger = logging.getLogger("service.transport")
-# (status, reason phrase, error code, message) of a response that ends a connection.
-_Refusal = tuple[int, str, str, str]
+# (status, error code, message) of a response that ends a connection.
+_Refusal = tuple[int, str, str]
 
 
 class ConnectionShare:
@@ -126,14 +127,16 @@ class OneSendTransport(asyncio.Transport):
         return self._transport.get_write_buffer_size() + sum(map(len, self._held))
 
 
-def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
-    """A complete HTTP/1.1 response in the service's error shape, for closing a connection."""
-    body = orjson.dumps({"error": {"code": code, "message": message, "details": None}})
+def _raw_error(status: int, code: str, message: str, path: str) -> bytes:
+    """A complete HTTP/1.1 response in the error shape the app uses for ``path`` (under /v2,
+    the protocol's, with Triton's status), for closing a connection."""
+    response = error_response(status, code, message, path=path)
+    reason = HTTPStatus(response.status_code).phrase
     head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        f"HTTP/1.1 {response.status_code} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(response.body)}\r\nconnection: close\r\n\r\n"
     )
-    return head.encode("ascii") + body
+    return head.encode("ascii") + bytes(response.body)
 
 
 class _GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -150,6 +153,9 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal_after_answers: _Refusal | None = None
         self._parse_refusal: _Refusal | None = None
         self._header_bytes = 0
+        self._path_start = b""  # The request path's first bytes: enough to tell /v2 apart.
+        self._framing_headers: set[bytes] = set()
+        self._last_data = b""
         self._timer: asyncio.TimerHandle | None = None
         self._arm(self.header_timeout_s, "send its request headers")
 
@@ -168,13 +174,13 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and self.cycle.response_started:
             return  # The app answered already; its response will end the exchange.
         logger.info("closing a connection that took over %g s to %s", seconds, doing)
-        self._refuse(
-            408, "Request Timeout", "timeout", f"the client took over {seconds:g} s to {doing}"
-        )
+        self._refuse(408, "timeout", f"the client took over {seconds:g} s to {doing}")
 
-    def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
+    def _refuse(self, status: int, code: str, message: str) -> None:
         if not self.transport.is_closing():
-            self.transport.write(_raw_error(status, reason, code, message))
+            self.transport.write(
+                _raw_error(status, code, message, self._path_start.decode("latin-1"))
+            )
             self.transport.close()
 
     def _refuse_in_turn(self, refusal: _Refusal) -> None:
@@ -203,25 +209,44 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         it on purpose (``_parse_refusal``: headers too large).
         """
         self._disarm()
-        refusal = self._parse_refusal or (
-            400,
-            "Bad Request",
-            "bad_request",
-            "malformed HTTP request",
-        )
+        refusal = self._parse_refusal or (400, "bad_request", self._malformed_reason())
         self._refuse_in_turn(refusal)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_data = data  # For _malformed_reason: uvicorn drops the parser's message.
+        super().data_received(data)
+
+    def _malformed_reason(self) -> str:
+        # The parser stops at the second of the two headers, before on_header sees it.
+        other = {b"content-length": b"transfer-encoding", b"transfer-encoding": b"content-length"}
+        seen = [other[name] for name in self._framing_headers]
+        if len(seen) == 1 and seen[0] + b":" in self._last_data.lower():
+            # RFC 9112 section 6.3 lets a server refuse these, and refusing them closes the
+            # request-smuggling gap between a proxy that reads one header and this server.
+            return (
+                "malformed HTTP request: both Content-Length and Transfer-Encoding; send one "
+                "(refused against request smuggling)"
+            )
+        return "malformed HTTP request"
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
+        self._path_start = b""
+        self._framing_headers = set()
         self._arm(self.header_timeout_s, "send its request headers")
 
     def on_url(self, url: bytes) -> None:
         self._count_header_bytes(len(url))
+        if len(self._path_start) < len(V2_PREFIX) + 1:  # The URL may arrive in pieces.
+            self._path_start = (self._path_start + url[:8]).split(b"?")[0]
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count_header_bytes(len(name) + len(value) + 4)
+        lowered = name.lower()
+        if lowered in (b"content-length", b"transfer-encoding"):
+            self._framing_headers.add(lowered)
         super().on_header(name, value)
 
     def _count_header_bytes(self, amount: int) -> None:
@@ -229,7 +254,6 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._header_bytes > self.max_header_bytes:
             self._parse_refusal = (
                 431,
-                "Request Header Fields Too Large",
                 "headers_too_large",
                 f"the request line and headers exceed {self.max_header_bytes} bytes",
             )

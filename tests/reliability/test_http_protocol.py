@@ -3,6 +3,7 @@ connections, pipelined requests followed by malformed ones, and numeric headers 
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from collections.abc import Iterator
@@ -191,3 +192,49 @@ def test_numbers_in_headers_and_queries_are_never_a_server_error(
     assert 200 <= status < 500, answer[:500]
     if status >= 400:
         assert answer.rstrip().endswith(b"}") and b'"error"' in answer, answer[:500]
+
+
+def error_body(answer: bytes) -> object:
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        pytest.param(b"Bad Header\r\n\r\n", id="malformed header"),
+        pytest.param(b"x-padding: " + b"a" * 20_000 + b"\r\n\r\n", id="headers too large"),
+        pytest.param(
+            b"content-length: 5\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            id="both framings",
+        ),
+    ],
+)
+def test_what_the_http_layer_refuses_has_the_v2_shape_under_v2(
+    live: LiveService, refused: bytes
+) -> None:
+    """The parser's refusals, like the app's, take the protocol's shape under /v2 and the
+    service's own elsewhere."""
+    for path, v2 in (("/v2/models/mnist-deep-cnn/infer", True), ("/predict", False)):
+        answer = exchange(live.port, f"POST {path} HTTP/1.1\r\nhost: x\r\n".encode() + refused, 5)
+        (status,) = statuses(answer)
+        body = error_body(answer)
+        assert isinstance(body, dict) and set(body) == {"error"}
+        assert isinstance(body["error"], str if v2 else dict), (path, body)
+        assert status in (400, 431)
+
+
+@pytest.mark.parametrize("order", ["content-length first", "transfer-encoding first"])
+def test_both_content_length_and_chunked_is_a_400_that_says_why(
+    live: LiveService, order: str
+) -> None:
+    framing = [b"content-length: 5\r\n", b"transfer-encoding: chunked\r\n"]
+    if order != "content-length first":
+        framing.reverse()
+    request = (
+        b"POST /v2/models/mnist-deep-cnn/infer HTTP/1.1\r\nhost: x\r\n"
+        + b"".join(framing)
+        + b"\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
+    answer = exchange(live.port, request, 5)
+    assert statuses(answer) == [400]
+    assert "both Content-Length and Transfer-Encoding" in str(error_body(answer))

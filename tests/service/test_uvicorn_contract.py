@@ -17,6 +17,7 @@ from service.workers import _Server
 OVERRIDDEN = {
     "connection_made": ["transport"],
     "connection_lost": ["exc"],
+    "data_received": ["data"],
     "send_400_response": ["msg"],
     "on_message_begin": [],
     "on_url": ["url"],
