@@ -501,3 +501,34 @@ def test_classification_applies_to_probabilities_only(client: TestClient) -> Non
     }
     response = client.post(f"/v2/models/{MODEL}-features/infer", json=request)
     assert "probabilities output only" in v2_error(response, 400)
+
+
+def test_responses_are_gzipped_when_tritonclient_asks(
+    triton_client: triton.InferenceServerClient,
+    direct: ort.InferenceSession,
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images = batch(mnist_digits, 4)
+    plain = triton_client.infer(f"{MODEL}-features", [input_tensor(images)])
+    compressed = triton_client.infer(
+        f"{MODEL}-features", [input_tensor(images)], response_compression_algorithm="gzip"
+    )
+    for name in ("probabilities", "conv1", "pool2"):
+        np.testing.assert_array_equal(compressed.as_numpy(name), plain.as_numpy(name))
+
+
+def test_gzip_only_when_asked_and_only_under_v2(client: TestClient) -> None:
+    request = {"inputs": [{**INPUT, "shape": [4, 28, 28, 1], "data": [0.0] * 784 * 4}]}
+    url = f"/v2/models/{MODEL}-features/infer"
+    asked = client.post(url, json=request, headers={"accept-encoding": "gzip"})
+    assert asked.status_code == 200 and asked.headers["content-encoding"] == "gzip"
+    assert len(asked.json()["outputs"]) == 7  # httpx has decompressed it
+    not_asked = client.post(url, json=request, headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in not_asked.headers
+    assert not_asked.json() == asked.json()
+    own = client.post(
+        "/predict",
+        json={"instances": [[[0.0] * 28] * 28] * 40},
+        headers={"accept-encoding": "gzip"},
+    )
+    assert own.status_code == 200 and "content-encoding" not in own.headers
