@@ -238,3 +238,31 @@ def test_both_content_length_and_chunked_is_a_400_that_says_why(
     answer = exchange(live.port, request, 5)
     assert statuses(answer) == [400]
     assert "both Content-Length and Transfer-Encoding" in str(error_body(answer))
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_65536_one_byte_chunks_are_reassembled_with_bounded_memory(live: LiveService) -> None:
+    """Triton's many-chunks test: a V2 request sent as 65,536 chunks of one byte each is read
+    whole (it is answered 200) and costs the process no more than a few MB."""
+    document = json.dumps(
+        {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "UINT8", "data": [0] * 784}]}
+    ).encode()
+    body = document + b" " * (65_536 - len(document))  # JSON allows trailing whitespace
+    chunked = b"".join(b"1\r\n" + body[index : index + 1] + b"\r\n" for index in range(len(body)))
+    request = (
+        b"POST /v2/models/mnist-deep-cnn/infer HTTP/1.1\r\nhost: x\r\n"
+        b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n" + chunked + b"0\r\n\r\n"
+    )
+    before = rss_bytes(live.process.pid)
+    for _ in range(5):
+        answer = exchange(live.port, request, 30)
+        assert statuses(answer) == [200], answer[:300]
+        assert b'"model_name":"mnist-deep-cnn"' in answer
+    grown = rss_bytes(live.process.pid) - before
+    assert grown < 16 * 2**20, f"RSS grew {grown / 2**20:.1f} MiB"

@@ -3,6 +3,7 @@ plus the protocol's edge cases by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import struct
@@ -13,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as triton
+import tritonclient.http.aio as triton_aio
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -532,3 +534,112 @@ def test_gzip_only_when_asked_and_only_under_v2(client: TestClient) -> None:
         headers={"accept-encoding": "gzip"},
     )
     assert own.status_code == 200 and "content-encoding" not in own.headers
+
+
+# ---- what Triton's qa/L0_http checks, written here for this model ------------------------------
+
+
+def test_deeply_nested_json_is_a_400(client: TestClient) -> None:
+    """150,000 nested arrays: refused before or by the parser, never a recursion crash."""
+    deep = b'{"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": '
+    deep += b"[" * 150_000 + b"]" * 150_000 + b"}]}"
+    response = client.post(f"/v2/models/{MODEL}/infer", content=deep)
+    v2_error(response, 400)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        [2**62, 784],
+        [2**31, 28, 28, 1],
+        [1, 2**40, 2**40],
+        [-1, 784],
+        [1, -784],
+        [9_223_372_036_854_775_807, 784],
+    ],
+)
+def test_overflowing_or_negative_shapes_are_400(client: TestClient, shape: list[int]) -> None:
+    request = {"inputs": [{**INPUT, "shape": shape}]}
+    v2_error(client.post(f"/v2/models/{MODEL}/infer", json=request), 400)
+
+
+def test_binary_shape_overflow_is_400(client: TestClient) -> None:
+    header = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [2**40, 784],
+                "datatype": "UINT8",
+                "parameters": {"binary_data_size": 784},
+            }
+        ]
+    }
+    body, headers = binary_request(header, bytes(784))
+    v2_error(client.post(f"/v2/models/{MODEL}/infer", content=body, headers=headers), 400)
+
+
+def test_body_limit_is_exact_to_the_byte() -> None:
+    request = json.dumps({"inputs": [INPUT]}).encode()
+    with TestClient(create_app(make_settings(max_body_bytes=len(request)))) as exact:
+        url = f"/v2/models/{MODEL}/infer"
+        assert exact.post(url, content=request).status_code == 200
+        assert "exceeds" in v2_error(exact.post(url, content=request + b" "), 400)
+
+
+def test_duplicate_outputs_are_400(client: TestClient) -> None:
+    request = {"inputs": [INPUT], "outputs": [{"name": "conv1"}, {"name": "conv1"}]}
+    response = client.post(f"/v2/models/{MODEL}-features/infer", json=request)
+    assert "twice" in v2_error(response, 400)
+
+
+def test_mixed_binary_and_json_outputs(
+    client: TestClient, direct: ort.InferenceSession, mnist_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """binary_data_output sets the default; each output's binary_data overrides it."""
+    image = batch(mnist_digits, 1)
+    request = {
+        "parameters": {"binary_data_output": True},
+        "inputs": [{**INPUT, "data": image.ravel().tolist()}],
+        "outputs": [
+            {"name": "pool2"},
+            {"name": "probabilities", "parameters": {"binary_data": False}},
+        ],
+    }
+    response = client.post(f"/v2/models/{MODEL}-features/infer", json=request)
+    length = int(response.headers["inference-header-content-length"])
+    pool2_out, probabilities_out = json.loads(response.content[:length])["outputs"]
+    expected_probabilities, expected_pool2 = direct.run(
+        ["probabilities", "pool2"], {"input": image}
+    )
+    assert "data" not in pool2_out and pool2_out["parameters"]["binary_data_size"] == 1024 * 4
+    pool2 = np.frombuffer(response.content[length:], dtype="<f4").reshape(expected_pool2.shape)
+    np.testing.assert_allclose(pool2, expected_pool2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        probabilities_out["data"], expected_probabilities.ravel(), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_async_infer_as_in_tritonclients_examples(
+    live: LiveService, direct: ort.InferenceSession, mnist_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """``async_infer`` (threads) and ``tritonclient.http.aio`` (asyncio), several at once."""
+    images = batch(mnist_digits, 8)
+    (expected,) = direct.run(["probabilities"], {"input": images})
+    threaded = triton.InferenceServerClient(live.url.removeprefix("http://"), concurrency=4)
+    pending = [threaded.async_infer(MODEL, [input_tensor(images[i : i + 1])]) for i in range(8)]
+    for index, request in enumerate(pending):
+        np.testing.assert_allclose(
+            request.get_result().as_numpy("probabilities")[0], expected[index], rtol=1e-5, atol=1e-6
+        )
+    threaded.close()
+
+    async def run_aio() -> list[np.ndarray]:
+        async with triton_aio.InferenceServerClient(live.url.removeprefix("http://")) as client:
+            assert await client.is_server_ready()
+            assert (await client.get_model_metadata(MODEL))["name"] == MODEL
+            results = await asyncio.gather(
+                *(client.infer(MODEL, [input_tensor(images[i : i + 1])]) for i in range(8))
+            )
+            return [result.as_numpy("probabilities")[0] for result in results]
+
+    np.testing.assert_allclose(np.stack(asyncio.run(run_aio())), expected, rtol=1e-5, atol=1e-6)
