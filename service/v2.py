@@ -253,6 +253,7 @@ def parse_request(
 def _json_request(header: bytes, tail: bytes, model: V2Model, max_items: int) -> ParsedInference:
     card = model.card
     request, data = _validated(header)
+    _refuse_shared_memory(request)
     if len(request.inputs) != 1 or request.inputs[0].name != card.input.name:
         names = [item.name for item in request.inputs]
         raise InvalidInputError(
@@ -284,6 +285,20 @@ def _validated(header: bytes) -> tuple[InferenceRequest, list[Any]]:
         first = error.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         raise InvalidInputError(f"invalid inference request at {where}: {first['msg']}") from None
+
+
+def _refuse_shared_memory(request: InferenceRequest) -> None:
+    """Triton's shared-memory parameters are refused, not ignored: ignoring them would answer
+    from data the client did not mean to send, or drop outputs it expects in its region."""
+    items: list[RequestInput | RequestOutput] = [*request.inputs, *(request.outputs or [])]
+    for item in items:
+        named = sorted(key for key in item.parameters if key.startswith("shared_memory_"))
+        if named:
+            raise BadRequestError(
+                f"{item.name!r} asks for shared memory ({', '.join(named)}); this server does "
+                "not support Triton's shared-memory extensions (see GET /v2 for those it does): "
+                "send the tensor in the request"
+            )
 
 
 def _raw_binary_request(tail: bytes, model: V2Model) -> ParsedInference:

@@ -643,3 +643,17 @@ def test_async_infer_as_in_tritonclients_examples(
             return [result.as_numpy("probabilities")[0] for result in results]
 
     np.testing.assert_allclose(np.stack(asyncio.run(run_aio())), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_shared_memory_parameters_are_refused_not_ignored(client: TestClient, where: str) -> None:
+    region = {"shared_memory_region": "input0", "shared_memory_byte_size": 3136}
+    request: dict[str, object] = {"inputs": [INPUT], "outputs": [{"name": "probabilities"}]}
+    if where == "input":
+        request["inputs"] = [{**INPUT, "parameters": region}]
+    else:
+        request["outputs"] = [{"name": "probabilities", "parameters": region}]
+    message = v2_error(client.post(f"/v2/models/{MODEL}/infer", json=request), 400)
+    assert "shared memory" in message and "shared_memory_region" in message
+    extensions = client.get("/v2").json()["extensions"]
+    assert not any("shared_memory" in extension for extension in extensions)
