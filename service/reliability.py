@@ -36,13 +36,25 @@ class DistanceModel:
     scales: np.ndarray  # float32 (C,), their eigenvalues
     residual_scale: float
     centres: np.ndarray  # float32 (classes, F)
-    # Computed once: the centres in the basis (classes, C) and their squared lengths (classes,).
-    centres_projected: np.ndarray = field(init=False, repr=False)
+    # Computed once: the whitening (F, C) = basis / sqrt(scales), the centres whitened (classes,
+    # C) and their squared lengths (classes,), and the centres' squared lengths in full (classes,).
+    whitening: np.ndarray = field(init=False, repr=False)
+    centres_whitened: np.ndarray = field(init=False, repr=False)
+    whitened_norms: np.ndarray = field(init=False, repr=False)
     centre_norms: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "centres_projected", self.centres @ self.basis)
+        whitening = (self.basis / np.sqrt(self.scales)[np.newaxis]).astype(np.float32)
+        centres_whitened = self.centres @ whitening
+        object.__setattr__(self, "whitening", whitening)
+        object.__setattr__(self, "centres_whitened", centres_whitened)
+        object.__setattr__(self, "whitened_norms", (centres_whitened**2).sum(axis=1))
         object.__setattr__(self, "centre_norms", (self.centres**2).sum(axis=1))
+
+    @property
+    def full_rank(self) -> bool:
+        """Every component kept: nothing is left for the residual term."""
+        return bool(self.basis.shape[1] == self.basis.shape[0])
 
     @classmethod
     def load(cls, model_dir: Path, spec: ReliabilitySpec) -> DistanceModel:
@@ -69,22 +81,42 @@ class DistanceModel:
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Squared distance to the nearest class centre.
 
+        In the whitened space, ``|W x - W c|^2 = |W x|^2 - 2 (W x) . (W c) + |W c|^2``: one
+        (F, C) product per batch, the rest on (N, classes). The components left out, if any,
+        add their squared length over their mean eigenvalue.
+
         Args:
             features: float32 (N, F), the flattened feature map.
 
         Returns:
             float32 (N,).
         """
+        whitened = features @ self.whitening
+        leading = (
+            (whitened**2).sum(axis=1)[:, np.newaxis]
+            - 2 * whitened @ self.centres_whitened.T
+            + self.whitened_norms[np.newaxis]
+        )
+        total = np.clip(leading, 0.0, None)
+        if not self.full_rank:
+            total = total + self._residual(features)
+        return np.asarray(total.min(axis=1), dtype=np.float32)
+
+    def _residual(self, features: np.ndarray) -> np.ndarray:
+        """(N, classes): the part of each offset outside the basis, over ``residual_scale``."""
         projected = features @ self.basis
-        offsets = (projected[:, np.newaxis, :] - self.centres_projected[np.newaxis]) ** 2
-        leading = (offsets / self.scales).sum(axis=2)
-        total = (
+        centres_projected = self.centres @ self.basis
+        inside = (
+            (projected**2).sum(axis=1)[:, np.newaxis]
+            - 2 * projected @ centres_projected.T
+            + (centres_projected**2).sum(axis=1)[np.newaxis]
+        )
+        everything = (
             (features**2).sum(axis=1)[:, np.newaxis]
             - 2 * features @ self.centres.T
             + self.centre_norms[np.newaxis]
         )
-        residual = np.clip(total - offsets.sum(axis=2), 0.0, None) / self.residual_scale
-        return np.asarray((leading + residual).min(axis=1), dtype=np.float32)
+        return np.asarray(np.clip(everything - inside, 0.0, None) / self.residual_scale)
 
 
 def calibrated(probabilities: np.ndarray, temperature: float) -> np.ndarray:

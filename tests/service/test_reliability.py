@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from service.reliability import DistanceModel
 from service.runtime import ModelRuntime
 from tests.conftest import FIXTURES, MODELS_DIR
 from tests.imaging import encode
@@ -96,3 +97,27 @@ def test_a_model_without_a_reliability_model_flags_only_blank_input(client: Test
     wide, blank = response.json()["predictions"]
     assert wide["reliable"] is True and "reason" not in wide
     assert blank["reliable"] is False and blank["reason"] == "blank"
+
+
+@pytest.mark.parametrize("components", [12, 5])
+def test_distance_equals_the_mahalanobis_distance_written_out(components: int) -> None:
+    """The expanded, whitened form the service computes is the textbook one: for each class
+    centre c, (x - c)' V diag(1 / s) V' (x - c) over the kept components V, plus the rest of
+    |x - c|^2 over the residual scale; the nearest centre's."""
+    rng = np.random.default_rng(3)
+    basis, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    basis = basis[:, :components].astype(np.float32)
+    scales = rng.uniform(0.5, 3.0, components).astype(np.float32)
+    centres = rng.normal(0, 4, (4, 12)).astype(np.float32)
+    model = DistanceModel(basis=basis, scales=scales, residual_scale=1.5, centres=centres)
+    features = rng.normal(0, 4, (30, 12)).astype(np.float32)
+    written_out = []
+    for x in features.astype(np.float64):
+        per_centre = []
+        for centre in centres.astype(np.float64):
+            offset = x - centre
+            inside = offset @ basis.astype(np.float64)
+            rest = offset @ offset - inside @ inside
+            per_centre.append((inside**2 / scales).sum() + rest / 1.5)
+        written_out.append(min(per_centre))
+    np.testing.assert_allclose(model.distances(features), written_out, rtol=1e-4, atol=1e-3)
