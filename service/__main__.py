@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from service.config import SettingsError, get_settings
 from service.errors import ModelLoadError
 from service.repository import discover_serving_models, read_model_card
+from service.shared_memory import REGISTRY_ENV
 from service.workers import PortInUseError, configure_logging, serve
 
 
@@ -94,6 +95,11 @@ def main(arguments: Sequence[str] | None = None) -> int:
         # counts where /metrics can sum them (see ServiceMetrics.exposition).
         metrics_dir = tempfile.mkdtemp(prefix="cnn-serve-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    registry_dir = None
+    if settings.shared_memory and not os.environ.get(REGISTRY_ENV):
+        # One registry of shared-memory regions for every worker (service/shared_memory.py).
+        registry_dir = tempfile.mkdtemp(prefix="cnn-serve-shm-")
+        os.environ[REGISTRY_ENV] = registry_dir
     try:
         return serve(settings, workers)
     except PortInUseError as error:
@@ -109,8 +115,9 @@ def main(arguments: Sequence[str] | None = None) -> int:
         )
         return 1
     finally:
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        for directory in (metrics_dir, registry_dir):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

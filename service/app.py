@@ -32,6 +32,7 @@ from service.metrics import ServiceMetrics
 from service.repository import discover_serving_models
 from service.runtime import ModelRuntime, Scored
 from service.security import ApiKeys, ExposureRules, OriginPolicy, load_api_keys
+from service.shared_memory import SharedMemoryRegistry
 from service.state import ServingState
 
 logger = logging.getLogger("service")
@@ -151,6 +152,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.serving = None
     app.state.metrics = metrics
+    app.state.shared_memory = (
+        SharedMemoryRegistry.for_this_process() if settings.shared_memory else None
+    )
     install_error_handlers(app)
     # Routes are matched in this order: the inference routes first.
     for router in (

@@ -208,6 +208,12 @@ class Settings(BaseSettings):
     operator_port: int = Field(
         0, ge=0, le=65535, description="A second port for operator routes; 0: none."
     )
+    shared_memory: bool = Field(
+        False,
+        description="Triton's system shared-memory extension under /v2: clients on this host "
+        "register /dev/shm regions and pass tensors through them. Off by default: a region "
+        "lets a client have the server read and write that /dev/shm file.",
+    )
 
     @model_validator(mode="before")
     @classmethod

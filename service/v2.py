@@ -26,6 +26,7 @@ from model_card import ModelCard
 from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
 from service.numbers import whole_number
 from service.preprocessing import checked_unit_interval
+from service.shared_memory import SharedMemoryRegistry
 
 SERVER_EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
 PLATFORM = "onnx_onnxv1"
@@ -90,12 +91,23 @@ class InferenceRequest(BaseModel):
 
 
 @dataclass(frozen=True)
+class RegionSlice:
+    """``byte_size`` bytes at ``offset`` of a registered shared-memory region."""
+
+    region: str
+    offset: int
+    byte_size: int
+
+
+@dataclass(frozen=True)
 class OutputRequest:
-    """What to return for one output: as binary or JSON, classified (top ``classes``) or raw."""
+    """What to return for one output: as binary or JSON, classified (top ``classes``) or raw,
+    or written into a shared-memory region."""
 
     name: str
     binary: bool
     classes: int | None
+    shared_memory: RegionSlice | None = None
 
 
 @dataclass(frozen=True)
@@ -223,13 +235,20 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 
 def parse_request(
-    header: bytes, tail: bytes, model: V2Model, max_items: int, max_feature_map_items: int
+    header: bytes,
+    tail: bytes,
+    model: V2Model,
+    max_items: int,
+    max_feature_map_items: int,
+    shared_memory: SharedMemoryRegistry | None = None,
 ) -> ParsedInference:
     """Check a V2 inference request against the model and turn it into model input.
 
     An empty header with a binary tail is Triton's "raw binary request": one FP32 image, every
     output returned as binary. An empty body is a JSON header that fails to parse, as Triton
     answers it. A request that names no outputs gets all of the model's outputs (the spec).
+    Tensors in shared memory (Triton's extension) need ``shared_memory``; without it, their
+    parameters are refused.
 
     Raises:
         BadRequestError: malformed JSON, unknown datatype, binary sizes that do not add up.
@@ -241,7 +260,7 @@ def parse_request(
     if not header:
         parsed = _raw_binary_request(tail, model)
     else:
-        parsed = _json_request(header, tail, model, max_items)
+        parsed = _json_request(header, tail, model, max_items, shared_memory)
     if parsed.feature_map_layers and parsed.images.shape[0] > max_feature_map_items:
         raise PayloadTooLargeError(
             f"feature-map outputs are returned for at most {max_feature_map_items} images a "
@@ -250,16 +269,23 @@ def parse_request(
     return parsed
 
 
-def _json_request(header: bytes, tail: bytes, model: V2Model, max_items: int) -> ParsedInference:
+def _json_request(
+    header: bytes,
+    tail: bytes,
+    model: V2Model,
+    max_items: int,
+    shared_memory: SharedMemoryRegistry | None,
+) -> ParsedInference:
     card = model.card
     request, data = _validated(header)
-    _refuse_shared_memory(request)
+    if shared_memory is None:
+        _refuse_shared_memory(request)
     if len(request.inputs) != 1 or request.inputs[0].name != card.input.name:
         names = [item.name for item in request.inputs]
         raise InvalidInputError(
             f"model {card.name} takes one input {card.input.name!r}, not {names}"
         )
-    images = _input_tensor(request.inputs[0], data[0], tail, card, max_items)
+    images = _input_tensor(request.inputs[0], data[0], tail, card, max_items, shared_memory)
     return ParsedInference(request.id, images, _requested_outputs(request, model))
 
 
@@ -295,10 +321,26 @@ def _refuse_shared_memory(request: InferenceRequest) -> None:
         named = sorted(key for key in item.parameters if key.startswith("shared_memory_"))
         if named:
             raise BadRequestError(
-                f"{item.name!r} asks for shared memory ({', '.join(named)}); this server does "
-                "not support Triton's shared-memory extensions (see GET /v2 for those it does): "
-                "send the tensor in the request"
+                f"{item.name!r} asks for shared memory ({', '.join(named)}); Triton's "
+                "system shared-memory extension is off here (CNN_SERVE_SHARED_MEMORY; GET /v2 "
+                "lists the extensions on): send the tensor in the request"
             )
+
+
+def _region_slice(parameters: dict[str, ParameterValue]) -> RegionSlice | None:
+    """The shared-memory parameters of an input or output, checked, if it has them."""
+    region = parameters.get("shared_memory_region")
+    if region is None:
+        return None
+    byte_size = parameters.get("shared_memory_byte_size")
+    offset = parameters.get("shared_memory_offset", 0)
+    if not isinstance(region, str):
+        raise BadRequestError("shared_memory_region must be a region's name")
+    for name, value in (("shared_memory_byte_size", byte_size), ("shared_memory_offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise BadRequestError(f"{name} must be a whole number of bytes")
+    assert isinstance(byte_size, int) and isinstance(offset, int)
+    return RegionSlice(region, offset, byte_size)
 
 
 def _raw_binary_request(tail: bytes, model: V2Model) -> ParsedInference:
@@ -314,7 +356,12 @@ def _raw_binary_request(tail: bytes, model: V2Model) -> ParsedInference:
 
 
 def _input_tensor(
-    item: RequestInput, data: Any, tail: bytes, card: ModelCard, max_items: int
+    item: RequestInput,
+    data: Any,
+    tail: bytes,
+    card: ModelCard,
+    max_items: int,
+    shared_memory: SharedMemoryRegistry | None,
 ) -> np.ndarray:
     """The input's values as float32 (N, H, W, 1) in [0, 1]."""
     if item.datatype not in PROTOCOL_DATATYPES:
@@ -332,7 +379,18 @@ def _input_tensor(
     dtype = INPUT_DATATYPES[item.datatype]
     count = math.prod(item.shape)
     binary_size = item.parameters.get("binary_data_size")
-    if binary_size is not None:
+    region = _region_slice(item.parameters)
+    if region is not None and shared_memory is not None:
+        if data is not None or binary_size is not None:
+            raise BadRequestError(f"input {item.name!r} has data and a shared-memory region")
+        if region.byte_size != count * dtype.itemsize:
+            raise InvalidInputError(
+                f"shared_memory_byte_size {region.byte_size} does not match the shape: "
+                f"{count} values of {dtype.itemsize} bytes"
+            )
+        raw = shared_memory.read(region.region, region.offset, region.byte_size)
+        values = np.frombuffer(raw, dtype=dtype)
+    elif binary_size is not None:
         values = _binary_values(binary_size, tail, count, dtype)
     else:
         if tail:
@@ -416,7 +474,10 @@ def _requested_outputs(request: InferenceRequest, model: V2Model) -> list[Output
             if not 1 <= classes <= len(card.labels):
                 raise InvalidInputError(f"classification must be between 1 and {len(card.labels)}")
         binary = _flag(item.parameters, "binary_data", binary_default)
-        outputs.append(OutputRequest(item.name, binary, classes))
+        region = _region_slice(item.parameters)
+        if region is not None and classes is not None:
+            raise InvalidInputError("classification results cannot go to shared memory")
+        outputs.append(OutputRequest(item.name, binary, classes, region))
     if len({output.name for output in outputs}) != len(outputs):
         raise InvalidInputError("an output is requested twice")
     return outputs
@@ -453,7 +514,10 @@ def classification_strings(
 
 
 def encode_response(
-    model: V2Model, parsed: ParsedInference, tensors: dict[str, np.ndarray]
+    model: V2Model,
+    parsed: ParsedInference,
+    tensors: dict[str, np.ndarray],
+    shared_memory: SharedMemoryRegistry | None = None,
 ) -> tuple[bytes, int | None]:
     """The response body and, when it carries binary tensors, the JSON header's length.
 
@@ -477,7 +541,14 @@ def encode_response(
             entry = {"name": requested.name, "datatype": "FP32", "shape": list(values.shape)}
             data = values.ravel()
             raw = values.astype("<f4", copy=False).tobytes()
-        if requested.binary:
+        if requested.shared_memory is not None and shared_memory is not None:
+            target = requested.shared_memory
+            shared_memory.write(target.region, target.offset, target.byte_size, raw)
+            entry["parameters"] = {
+                "shared_memory_region": target.region,
+                "shared_memory_byte_size": len(raw),
+            }
+        elif requested.binary:
             entry["parameters"] = {"binary_data_size": len(raw)}
             binary_parts.append(raw)
         else:

@@ -9,9 +9,11 @@ deadlines, dynamic batcher and metrics as /predict.
 from __future__ import annotations
 
 import zlib
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
 from model_card import ModelCard
@@ -27,6 +29,7 @@ from service.errors import (
 )
 from service.payloads import check_json_value_count, json_value_count
 from service.runtime import ModelRuntime
+from service.shared_memory import SharedMemoryRegistry
 from service.state import ServingState
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (V2)"])
@@ -78,7 +81,10 @@ def _published_names(cards: dict[str, ModelCard]) -> list[str]:
 async def server_metadata(request: Request, state: Serving) -> dict[str, Any]:
     """Server name, version and supported extensions."""
     app = request.app
-    return {"name": app.title, "version": app.version, "extensions": v2.SERVER_EXTENSIONS}
+    extensions = list(v2.SERVER_EXTENSIONS)
+    if app.state.shared_memory is not None:
+        extensions.append("system_shared_memory")
+    return {"name": app.title, "version": app.version, "extensions": extensions}
 
 
 @router.get("/health/live")
@@ -120,6 +126,62 @@ async def model_config(name: str, state: Serving, version: str | None = None) ->
 async def model_ready(name: str, state: Serving, version: str | None = None) -> dict[str, Any]:
     """The model is loaded and can serve."""
     return {"name": _model(state, name, version)[1].name, "ready": True}
+
+
+class RegionRegistration(BaseModel):
+    """Triton's ``$system_shared_memory_register_request``."""
+
+    key: str = Field(description="The shm_open name of the region's file, e.g. /input0.")
+    offset: int = Field(0, ge=0)
+    byte_size: int = Field(ge=1)
+
+
+def _registry(request: Request) -> SharedMemoryRegistry:
+    registry: SharedMemoryRegistry | None = request.app.state.shared_memory
+    if registry is None:
+        raise BadRequestError(
+            "Triton's system shared-memory extension is off here (CNN_SERVE_SHARED_MEMORY)"
+        )
+    return registry
+
+
+@router.get("/systemsharedmemory/status", responses=_ERRORS)
+@router.get("/systemsharedmemory/region/{region}/status", responses=_ERRORS)
+async def shared_memory_status(request: Request, region: str | None = None) -> list[Any]:
+    """The registered system shared-memory regions (Triton's extension)."""
+    return [asdict(found) for found in _registry(request).status(region)]
+
+
+@router.post(
+    "/systemsharedmemory/region/{region}/register",
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": RegionRegistration.model_json_schema()}},
+        }
+    },
+)
+async def shared_memory_register(region: str, request: Request) -> dict[str, Any]:
+    """Register a region of /dev/shm for tensors to pass through (Triton's extension)."""
+    registry = _registry(request)
+    # Read by hand: tritonclient sends this JSON without a Content-Type.
+    try:
+        registration = RegionRegistration.model_validate_json(await request.body())
+    except ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise BadRequestError(f"invalid registration at {where}: {first['msg']}") from None
+    registry.register(region, registration.key, registration.offset, registration.byte_size)
+    return {}
+
+
+@router.post("/systemsharedmemory/unregister", responses=_ERRORS)
+@router.post("/systemsharedmemory/region/{region}/unregister", responses=_ERRORS)
+async def shared_memory_unregister(request: Request, region: str | None = None) -> dict[str, Any]:
+    """Unregister one region, or all of them (Triton's extension)."""
+    _registry(request).unregister(region)
+    return {}
 
 
 _INFER_DOCS: dict[str, Any] = {
@@ -206,12 +268,18 @@ async def _infer(state: ServingState, name: str, version: str | None, request: R
     header, tail = v2.split_body(await _body(request, state), request.headers.get(v2.HEADER_LENGTH))
     limits = state.payload_limits(model)
     check_json_value_count(json_value_count(header), limits)
+    shared_memory = request.app.state.shared_memory
     parsed = v2.parse_request(
-        header, tail, published, limits.max_items, state.settings.max_feature_map_items
+        header,
+        tail,
+        published,
+        limits.max_items,
+        state.settings.max_feature_map_items,
+        shared_memory,
     )
     # Tensors need no decoding: the batcher's deadline bounds the wait, no client watcher needed.
     tensors = await inference.v2_infer(state, model, parsed, deadline)
-    body, header_length = v2.encode_response(published, parsed, tensors)
+    body, header_length = v2.encode_response(published, parsed, tensors, shared_memory)
     if header_length is None:
         return Response(body, media_type="application/json")
     return Response(
