@@ -68,8 +68,8 @@ def _batchers(
     batchers: dict[str, DynamicBatcher[Scored]] = {}
 
     def observer(name: str) -> BatchObserver:
-        def observe(items: int, seconds: float) -> None:
-            metrics.observe_batch(name, items, seconds, batchers[name].queued_items)
+        def observe(items: int, seconds: float, waits: list[float]) -> None:
+            metrics.observe_batch(name, items, seconds, batchers[name].queued_items, waits)
             admission.throughput.observe(items, seconds)
 
         return observe
@@ -114,6 +114,7 @@ def _lifespan(settings: Settings, metrics: ServiceMetrics, admission: Admission)
             executor,
             observe_request=metrics.observe_request,
             decode_budget=MemoryBudget(settings.decode_memory_mb * 2**20),
+            observe_outcome=metrics.observe_outcome,
         )
         # Everything allocated so far lives as long as the process: keep it out of the garbage
         # collector's generations so that collections under load stay short.

@@ -32,8 +32,9 @@ from service.errors import (
 
 logger = logging.getLogger("service.batching")
 
-BatchObserver = Callable[[int, float], None]
-"""Called after each run with (items in the batch, seconds the model took)."""
+BatchObserver = Callable[[int, float, list[float]], None]
+"""Called after each run with (items in the batch, seconds the model took, seconds each of its
+requests waited in the queue)."""
 Result = TypeVar("Result")
 Rows = TypeVar("Rows")
 """What one batched run returns: anything sliced by rows like an array (``runtime.Scored``)."""
@@ -46,6 +47,7 @@ class _Pending:
     images: np.ndarray
     future: asyncio.Future[Any] = field(repr=False)
     alone: Callable[[np.ndarray], Any] | None = None
+    queued_at: float = field(default_factory=time.perf_counter, repr=False)
 
     @property
     def size(self) -> int:
@@ -254,7 +256,8 @@ class DynamicBatcher(Generic[Rows]):
                         )
                 return
             if self._observer is not None:
-                self._observer(images.shape[0], time.perf_counter() - started)
+                waits = [started - pending.queued_at for pending in live]
+                self._observer(images.shape[0], time.perf_counter() - started, waits)
             if live[0].alone is not None:
                 if not live[0].future.done():
                     live[0].future.set_result(outputs)

@@ -143,9 +143,9 @@ async def predict(
     top_k = top_k_option(payload, model)
     notes: list[set[str]] = []
     images = await model_input(state, model, payload, deadline, notes)
-    state.observe_request(model.name, images.shape[0])
-    deadline.check()
-    scored = await state.batchers[model.name].submit(images, deadline.remaining())
+    with state.at_model(model.name, images.shape[0]):
+        deadline.check()
+        scored = await state.batchers[model.name].submit(images, deadline.remaining())
     reasons = judged(model, images, scored, notes)
     return {
         "model": model.name,
@@ -185,11 +185,11 @@ async def feature_maps(
     layers = requested_layers(payload.options, model)
     notes: list[set[str]] = []
     images = await model_input(state, model, payload, deadline, notes)
-    state.observe_request(model.name, images.shape[0])
-    deadline.check()
-    maps = await state.batchers[model.name].submit_alone(
-        images, partial(model.feature_maps, layers=layers), deadline.remaining()
-    )
+    with state.at_model(model.name, images.shape[0]):
+        deadline.check()
+        maps = await state.batchers[model.name].submit_alone(
+            images, partial(model.feature_maps, layers=layers), deadline.remaining()
+        )
     noticed = notes[0] if notes else set()
     return FeatureMapResult(model=model, image=images[0, :, :, 0], maps=maps, notes=noticed)
 
@@ -226,8 +226,14 @@ async def v2_infer(
     Returns:
         output name -> float32 (N, ...).
     """
-    state.observe_request(model.name, request.images.shape[0])
-    deadline.check()
+    with state.at_model(model.name, request.images.shape[0]):
+        deadline.check()
+        return await _v2_outputs(state, model, request, deadline)
+
+
+async def _v2_outputs(
+    state: ServingState, model: ModelRuntime, request: ParsedInference, deadline: Deadline
+) -> dict[str, np.ndarray]:
     layers = request.feature_map_layers
     if not layers:
         scored = await state.batchers[model.name].submit(request.images, deadline.remaining())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -54,6 +55,38 @@ class ServiceMetrics:
             ["model"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
+        )
+        # What Triton's statistics extension reports (GET /v2/models/stats), per model.
+        self.model_requests = Counter(
+            "cnn_serve_model_requests_total",
+            "Inference requests that reached a model, by outcome (success or fail).",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.model_request_seconds = Counter(
+            "cnn_serve_model_request_seconds_total",
+            "Time those requests took from reaching the model to their result, by outcome.",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.queue_seconds = Counter(
+            "cnn_serve_queue_seconds_total",
+            "Time requests waited in the dynamic batcher's queue before their run.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.queued_requests = Counter(
+            "cnn_serve_queued_requests_total",
+            "Requests that went through the dynamic batcher's queue.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.last_inference = Gauge(
+            "cnn_serve_last_inference_timestamp_seconds",
+            "When the model last finished a run (Unix time).",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="max",
         )
         # Gauges of live workers only: a dead worker's values leave with it (mark_process_dead).
         self.queued_items = Gauge(
@@ -109,10 +142,33 @@ class ServiceMetrics:
     def observe_request(self, model: str, items: int) -> None:
         self.request_items.labels(model).observe(items)
 
-    def observe_batch(self, model: str, items: int, seconds: float, queued_items: int) -> None:
+    def observe_batch(
+        self, model: str, items: int, seconds: float, queued_items: int, waits: list[float]
+    ) -> None:
         self.batch_items.labels(model).observe(items)
         self.inference_seconds.labels(model).observe(seconds)
         self.queued_items.labels(model).set(queued_items)
+        self.queue_seconds.labels(model).inc(sum(waits))
+        self.queued_requests.labels(model).inc(len(waits))
+        self.last_inference.labels(model).set(time.time())
+
+    def observe_outcome(self, model: str, succeeded: bool, seconds: float) -> None:
+        outcome = "success" if succeeded else "fail"
+        self.model_requests.labels(model, outcome).inc()
+        self.model_request_seconds.labels(model, outcome).inc(seconds)
+
+    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """(sample name, sorted labels) -> value, summed over worker processes as
+        ``exposition`` is."""
+        registry = self.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in registry.collect()
+            for sample in family.samples
+        }
 
     def exposition(self) -> bytes:
         """The text exposition of every metric, summed over worker processes if there are several.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from service.batching import DynamicBatcher
@@ -16,6 +18,8 @@ from service.runtime import ModelRuntime, Scored
 
 RequestObserver = Callable[[str, int], None]
 """Called once per inference request with (model name, items in the request)."""
+OutcomeObserver = Callable[[str, bool, float], None]
+"""Called once per inference request with (model name, succeeded, seconds at the model)."""
 
 
 @dataclass
@@ -28,6 +32,20 @@ class ServingState:
     executor: ThreadPoolExecutor
     observe_request: RequestObserver
     decode_budget: MemoryBudget
+    observe_outcome: OutcomeObserver = lambda model, succeeded, seconds: None
+
+    @contextmanager
+    def at_model(self, model: str, items: int) -> Iterator[None]:
+        """Count a request of ``items`` that has reached ``model`` (decoded, about to queue),
+        and time it to its result or failure (Triton's statistics: success and fail)."""
+        self.observe_request(model, items)
+        started = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            self.observe_outcome(model, False, time.perf_counter() - started)
+            raise
+        self.observe_outcome(model, True, time.perf_counter() - started)
 
     def model(self, name: str | None) -> ModelRuntime:
         """The named model (the default model when ``None``).

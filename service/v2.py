@@ -28,7 +28,7 @@ from service.numbers import whole_number
 from service.preprocessing import checked_unit_interval
 from service.shared_memory import SharedMemoryRegistry
 
-SERVER_EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
+SERVER_EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics"]
 PLATFORM = "onnx_onnxv1"
 TRITON_PLATFORM = "onnxruntime_onnx"  # What Triton's model configuration calls this platform.
 FEATURES_SUFFIX = "-features"  # <model>-features: the model with its feature maps as outputs.
@@ -213,6 +213,57 @@ def model_config(model: V2Model, limits: BatchingLimits) -> dict[str, Any]:
         },
         "instance_group": [{"name": model.name, "kind": "KIND_CPU", "count": limits.instances}],
         "parameters": {"labels": {"string_value": ",".join(card.labels)}},
+    }
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def model_statistics(name: str, model: str, version: str, samples: Samples) -> dict[str, Any]:
+    """Triton's ``$model_stat`` for served model ``model`` (published as ``name``), from the
+    service's metrics summed over its workers (``ServiceMetrics.samples``).
+
+    success and fail: requests that reached the model, and their time from then to their
+    result; queue: their wait in the dynamic batcher's queue; compute_infer: ONNX Runtime runs
+    (``execution_count``; one run serves a whole batch); inference_count: images inferred.
+    Decoding and copying in and out are not split from those (compute_input and compute_output
+    stay 0), and there is no response cache.
+    """
+
+    def value(sample: str, **labels: str) -> float:
+        return samples.get((sample, tuple(sorted({"model": model, **labels}.items()))), 0.0)
+
+    def duration(count: float, seconds: float) -> dict[str, int]:
+        return {"count": int(count), "ns": int(seconds * 1e9)}
+
+    outcome = {
+        kind: duration(
+            value("cnn_serve_model_requests_total", outcome=kind),
+            value("cnn_serve_model_request_seconds_total", outcome=kind),
+        )
+        for kind in ("success", "fail")
+    }
+    executions = value("cnn_serve_inference_seconds_count")
+    nothing = duration(0, 0)
+    return {
+        "name": name,
+        "version": version,
+        "last_inference": int(value("cnn_serve_last_inference_timestamp_seconds") * 1000),
+        "inference_count": int(value("cnn_serve_batch_items_sum")),
+        "execution_count": int(executions),
+        "inference_stats": {
+            **outcome,
+            "queue": duration(
+                value("cnn_serve_queued_requests_total"), value("cnn_serve_queue_seconds_total")
+            ),
+            "compute_input": nothing,
+            "compute_infer": duration(executions, value("cnn_serve_inference_seconds_sum")),
+            "compute_output": nothing,
+            "cache_hit": nothing,
+            "cache_miss": nothing,
+        },
+        "batch_stats": [],
+        "memory_usage": [],
     }
 
 

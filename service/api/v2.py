@@ -100,6 +100,30 @@ async def server_ready(request: Request) -> Response:
     return FastJSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
+@router.get("/models/stats", responses=_ERRORS)
+async def all_model_statistics(request: Request, state: Serving) -> dict[str, Any]:
+    """Triton's statistics for every served model."""
+    samples = request.app.state.metrics.samples()
+    return {
+        "model_stats": [
+            v2.model_statistics(name, name, runtime.card.version, samples)
+            for name, runtime in sorted(state.models.items())
+        ]
+    }
+
+
+@router.get("/models/{name}/stats", responses=_ERRORS)
+@router.get("/models/{name}/versions/{version}/stats", responses=_ERRORS)
+async def model_statistics(
+    name: str, request: Request, state: Serving, version: str | None = None
+) -> dict[str, Any]:
+    """Triton's statistics for one model: request, queue and compute counts and durations."""
+    runtime, published = _model(state, name, version)
+    samples = request.app.state.metrics.samples()
+    stats = v2.model_statistics(published.name, runtime.name, runtime.card.version, samples)
+    return {"model_stats": [stats]}
+
+
 @router.get("/models/{name}", responses=_ERRORS)
 @router.get("/models/{name}/versions/{version}", responses=_ERRORS)
 async def model_metadata(name: str, state: Serving, version: str | None = None) -> dict[str, Any]:

@@ -657,3 +657,70 @@ def test_shared_memory_parameters_are_refused_not_ignored(client: TestClient, wh
     assert "shared memory" in message and "shared_memory_region" in message
     extensions = client.get("/v2").json()["extensions"]
     assert not any("shared_memory" in extension for extension in extensions)
+
+
+# ---- Triton's statistics extension --------------------------------------------------------------
+
+
+def test_statistics_count_what_reached_the_model() -> None:
+    with TestClient(create_app(make_settings())) as fresh:
+        url = f"/v2/models/{MODEL}/infer"
+        two = {"inputs": [{**INPUT, "shape": [2, 784], "data": [0.0] * 784 * 2}]}
+        for _ in range(3):
+            assert fresh.post(url, json=two).status_code == 200
+        assert fresh.post(url, json={"inputs": [{**INPUT, "data": [2.0] * 784}]}).status_code == 400
+        (stats,) = fresh.get(f"/v2/models/{MODEL}/stats").json()["model_stats"]
+        inference = stats["inference_stats"]
+        assert (stats["name"], stats["version"]) == (MODEL, "1")
+        assert inference["success"]["count"] == 3 and inference["success"]["ns"] > 0
+        assert inference["fail"]["count"] == 0  # the 400 never reached the model
+        assert inference["queue"]["count"] == 3
+        assert stats["inference_count"] == 6
+        assert 1 <= stats["execution_count"] <= 3  # one run serves a whole batch
+        assert inference["compute_infer"]["count"] == stats["execution_count"]
+        assert 0 < inference["compute_infer"]["ns"] <= inference["success"]["ns"]
+        assert stats["last_inference"] > 1_700_000_000_000  # milliseconds since 1970
+        everything = fresh.get("/v2/models/stats").json()["model_stats"]
+        assert [entry["name"] for entry in everything] == sorted(
+            ["fashion-deep-cnn", MODEL, "mnist-deep-cnn-int8"]
+        )
+        untouched = next(entry for entry in everything if entry["name"] == "fashion-deep-cnn")
+        assert untouched["inference_stats"]["success"]["count"] == 0
+        assert "statistics" in fresh.get("/v2").json()["extensions"]
+        features = fresh.get(f"/v2/models/{MODEL}-features/versions/1/stats").json()
+        assert features["model_stats"][0]["inference_count"] == 6
+        v2_error(fresh.get("/v2/models/resnet/stats"), 404)
+
+
+def test_a_request_that_fails_at_the_model_counts_as_fail() -> None:
+    """A run that raises: the request is answered 500 and counted under fail."""
+    with TestClient(create_app(make_settings()), raise_server_exceptions=False) as fresh:
+        batcher = fresh.app.state.serving.batchers[MODEL]  # type: ignore[attr-defined]
+
+        def broken(images: np.ndarray) -> None:
+            raise RuntimeError("a broken model")
+
+        batcher._run_batch = broken
+        response = fresh.post(f"/v2/models/{MODEL}/infer", json={"inputs": [INPUT]})
+        assert response.status_code == 500 and "inference failed" in v2_error(response, 500)
+        (stats,) = fresh.get(f"/v2/models/{MODEL}/stats").json()["model_stats"]
+        assert stats["inference_stats"]["fail"]["count"] == 1
+        assert stats["inference_stats"]["success"]["count"] == 0
+
+
+@pytest.mark.slow  # Real processes.
+def test_statistics_are_summed_over_workers_as_tritonclient_reads_them() -> None:
+    with running_service(workers=2) as service:
+        for _ in range(10):  # New connections: the kernel spreads them over both workers.
+            client = triton.InferenceServerClient(service.url.removeprefix("http://"))
+            tensor = triton.InferInput("input", [1, 28, 28, 1], "FP32")
+            tensor.set_data_from_numpy(np.zeros((1, 28, 28, 1), dtype=np.float32))
+            client.infer(MODEL, [tensor])
+            client.close()
+        client = triton.InferenceServerClient(service.url.removeprefix("http://"))
+        statistics = client.get_inference_statistics(MODEL)
+        (stats,) = statistics["model_stats"]
+        assert stats["inference_stats"]["success"]["count"] == 10
+        assert stats["inference_count"] == 10
+        assert len(client.get_inference_statistics()["model_stats"]) == 3
+        client.close()
