@@ -208,8 +208,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "x-dtype",
                 "x-shape",
                 "inference-header-content-length",
+                "x-request-id",
             ],
-            expose_headers=["retry-after", "inference-header-content-length"],
+            expose_headers=["retry-after", "inference-header-content-length", "x-request-id"],
         )
     return app
 

@@ -2,7 +2,8 @@
 
 In order: hidden operator routes (404), cross-origin browser requests (403), API keys (401), a
 declared body over the limit (413), admission under overload (503, before the body is read);
-then the app, with HEAD answered like GET, the body counted as it streams (413 past the limit),
+then the app, with HEAD answered like GET, every response carrying the request's
+``X-Request-ID`` (``service.request_ids``), the body counted as it streams (413 past the limit),
 and a request cut off by shutdown answered with the JSON error (503). Every request is counted
 and timed for /metrics, refusals included.
 
@@ -14,16 +15,20 @@ a quarter of the service's time.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import request_ids
 from service.admission import Admission, is_inference
 from service.errors import PayloadTooLargeError, error_response
 from service.metrics import ServiceMetrics
 from service.numbers import whole_number
 from service.security import ApiKeys, ExposureRules, OriginPolicy
+
+logger = logging.getLogger("service")
 
 
 @dataclass
@@ -39,12 +44,15 @@ class _Exchange:
 
     send: Send
     scope: Scope
+    request_id: bytes = b""
     status: int = 500
     started: bool = False
 
     async def forward(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status, self.started = message["status"], True
+            headers = [*message.get("headers", []), (request_ids.HEADER, self.request_id)]
+            message = {**message, "headers": headers}
         await self.send(message)
 
     async def refuse(
@@ -75,12 +83,13 @@ class _Headers:
     origin: str | None = None
     host: str | None = None
     authorization: str | None = None
+    request_id: bytes | None = None
 
     @classmethod
     def of(cls, scope: Scope) -> _Headers:
         found: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
-            if name in (b"content-length", b"origin", b"host", b"authorization"):
+            if name in _LOOKED_AT:
                 found.setdefault(name, value)
         text = {key: value.decode("latin-1") for key, value in found.items()}
         return cls(
@@ -88,7 +97,11 @@ class _Headers:
             text.get(b"origin"),
             text.get(b"host"),
             text.get(b"authorization"),
+            found.get(request_ids.HEADER),
         )
+
+
+_LOOKED_AT = (b"content-length", b"origin", b"host", b"authorization", request_ids.HEADER)
 
 
 class EdgeMiddleware:
@@ -120,8 +133,12 @@ class EdgeMiddleware:
         started = time.perf_counter()
         method = scope["method"]
         exchange = _Exchange(send, {**scope, "method": "GET"} if method == "HEAD" else scope)
+        headers = _Headers.of(scope)
+        identity = request_ids.request_id(headers.request_id)
+        exchange.request_id = identity.encode("ascii")
+        token = request_ids.CURRENT.set(identity)
         try:
-            await self._handle(exchange.scope, receive, exchange)
+            await self._handle(exchange.scope, receive, exchange, headers)
         except PayloadTooLargeError as error:  # From the counting receive, where no handler saw it.
             if not exchange.started:
                 await exchange.refuse(scope, 413, "payload_too_large", error.message)
@@ -137,14 +154,25 @@ class EdgeMiddleware:
                 headers={"Retry-After": "1"},
             )
             # Answered; the task was cancelled to end it, and now ends normally.
+        except Exception:
+            # A bug: logged here, while the request's ID is current, and answered as 500 with
+            # that ID (Starlette's own handler would answer outside this layer, without it).
+            logger.exception("unexpected error on %s %s", method, scope["path"])
+            if exchange.started:
+                raise
+            await exchange.refuse(
+                scope, 500, "internal_error", "the server failed to handle this request"
+            )
         finally:
+            request_ids.CURRENT.reset(token)
             template = getattr(exchange.scope.get("route"), "path", "unmatched")
             self.metrics.observe_exchange(
                 method, template, exchange.status, time.perf_counter() - started
             )
 
-    async def _handle(self, scope: Scope, receive: Receive, exchange: _Exchange) -> None:
-        headers = _Headers.of(scope)
+    async def _handle(
+        self, scope: Scope, receive: Receive, exchange: _Exchange, headers: _Headers
+    ) -> None:
         if not self.exposure.allowed(scope):
             await exchange.refuse(scope, 404, "not_found", "Not Found")
             return

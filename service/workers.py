@@ -40,6 +40,7 @@ import uvicorn
 
 from service.app import create_app
 from service.config import Settings
+from service.request_ids import RequestIdLogFilter
 from service.transport import ConnectionShare, guarded_protocol
 
 logger = logging.getLogger("service.workers")
@@ -108,8 +109,11 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 def configure_logging(settings: Settings) -> None:
     """The service's own log lines, in the parent and in each spawned worker."""
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s%(request)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:  # " [<request id>]" while serving a request
+        handler.addFilter(RequestIdLogFilter())
 
 
 def service_url(settings: Settings) -> str:
