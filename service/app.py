@@ -115,6 +115,7 @@ def _lifespan(settings: Settings, metrics: ServiceMetrics, admission: Admission)
             observe_request=metrics.observe_request,
             decode_budget=MemoryBudget(settings.decode_memory_mb * 2**20),
             observe_outcome=metrics.observe_outcome,
+            observe_stage=metrics.observe_stage,
         )
         # Everything allocated so far lives as long as the process: keep it out of the garbage
         # collector's generations so that collections under load stay short.

@@ -142,7 +142,8 @@ async def predict(
     """Classify every item of a payload through the model's dynamic batcher."""
     top_k = top_k_option(payload, model)
     notes: list[set[str]] = []
-    images = await model_input(state, model, payload, deadline, notes)
+    with state.stage("preprocess", model.name):
+        images = await model_input(state, model, payload, deadline, notes)
     with state.at_model(model.name, images.shape[0]):
         deadline.check()
         scored = await state.batchers[model.name].submit(images, deadline.remaining())
@@ -184,7 +185,8 @@ async def feature_maps(
     assert isinstance(payload.options, FeatureMapOptions)
     layers = requested_layers(payload.options, model)
     notes: list[set[str]] = []
-    images = await model_input(state, model, payload, deadline, notes)
+    with state.stage("preprocess", model.name):
+        images = await model_input(state, model, payload, deadline, notes)
     with state.at_model(model.name, images.shape[0]):
         deadline.check()
         maps = await state.batchers[model.name].submit_alone(

@@ -69,16 +69,13 @@ class ServiceMetrics:
             ["model", "outcome"],
             registry=self.registry,
         )
-        self.queue_seconds = Counter(
-            "cnn_serve_queue_seconds_total",
-            "Time requests waited in the dynamic batcher's queue before their run.",
-            ["model"],
-            registry=self.registry,
-        )
-        self.queued_requests = Counter(
-            "cnn_serve_queued_requests_total",
-            "Requests that went through the dynamic batcher's queue.",
-            ["model"],
+        self.stage_seconds = Histogram(
+            "cnn_serve_stage_seconds",
+            "Time per inference request in each stage: preprocess (reading tensors, decoding and "
+            "preprocessing images), queue (waiting for the dynamic batcher's run) and serialize "
+            "(building the response). The runs themselves: cnn_serve_inference_seconds.",
+            ["stage", "model"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.last_inference = Gauge(
@@ -148,9 +145,13 @@ class ServiceMetrics:
         self.batch_items.labels(model).observe(items)
         self.inference_seconds.labels(model).observe(seconds)
         self.queued_items.labels(model).set(queued_items)
-        self.queue_seconds.labels(model).inc(sum(waits))
-        self.queued_requests.labels(model).inc(len(waits))
+        queue = self.stage_seconds.labels("queue", model)
+        for waited in waits:
+            queue.observe(waited)
         self.last_inference.labels(model).set(time.time())
+
+    def observe_stage(self, stage: str, model: str, seconds: float) -> None:
+        self.stage_seconds.labels(stage, model).observe(seconds)
 
     def observe_outcome(self, model: str, succeeded: bool, seconds: float) -> None:
         outcome = "success" if succeeded else "fail"

@@ -20,6 +20,8 @@ RequestObserver = Callable[[str, int], None]
 """Called once per inference request with (model name, items in the request)."""
 OutcomeObserver = Callable[[str, bool, float], None]
 """Called once per inference request with (model name, succeeded, seconds at the model)."""
+StageObserver = Callable[[str, str, float], None]
+"""Called with (stage, model name, seconds) for the preprocess and serialize stages."""
 
 
 @dataclass
@@ -33,6 +35,14 @@ class ServingState:
     observe_request: RequestObserver
     decode_budget: MemoryBudget
     observe_outcome: OutcomeObserver = lambda model, succeeded, seconds: None
+    observe_stage: StageObserver = lambda stage, model, seconds: None
+
+    @contextmanager
+    def stage(self, stage: str, model: str) -> Iterator[None]:
+        """Time one stage of a request for ``cnn_serve_stage_seconds`` (when it completes)."""
+        started = time.perf_counter()
+        yield
+        self.observe_stage(stage, model, time.perf_counter() - started)
 
     @contextmanager
     def at_model(self, model: str, items: int) -> Iterator[None]:

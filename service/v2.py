@@ -254,7 +254,8 @@ def model_statistics(name: str, model: str, version: str, samples: Samples) -> d
         "inference_stats": {
             **outcome,
             "queue": duration(
-                value("cnn_serve_queued_requests_total"), value("cnn_serve_queue_seconds_total")
+                value("cnn_serve_stage_seconds_count", stage="queue"),
+                value("cnn_serve_stage_seconds_sum", stage="queue"),
             ),
             "compute_input": nothing,
             "compute_infer": duration(executions, value("cnn_serve_inference_seconds_sum")),

@@ -47,12 +47,13 @@ async def _feature_maps(state: ServingState, model: ModelRuntime, request: Reque
     assert isinstance(payload.options, FeatureMapOptions)
     async with watching_client(request, deadline, active=payload.images is not None):
         result = await inference.feature_maps(state, model, payload, deadline)
-    if _wants_png(request, payload.options):
-        layers = {name: values[0] for name, values in result.maps.layers.items()}
-        png = await asyncio.to_thread(feature_maps_png, layers)
-        label = model.card.labels[int(result.maps.probabilities[0].argmax())]
-        return Response(png, media_type="image/png", headers={"X-Predicted-Label": label})
-    return FastJSONResponse(inference.feature_maps_document(result))
+    with state.stage("serialize", model.name):
+        if _wants_png(request, payload.options):
+            layers = {name: values[0] for name, values in result.maps.layers.items()}
+            png = await asyncio.to_thread(feature_maps_png, layers)
+            label = model.card.labels[int(result.maps.probabilities[0].argmax())]
+            return Response(png, media_type="image/png", headers={"X-Predicted-Label": label})
+        return FastJSONResponse(inference.feature_maps_document(result))
 
 
 @router.post("/feature-maps", **_DOCS)  # type: ignore[arg-type]

@@ -28,7 +28,8 @@ async def _predict(state: ServingState, model: ModelRuntime, request: Request) -
     payload = await read_payload(request, PredictOptions, state.payload_limits(model))
     async with watching_client(request, deadline, active=payload.images is not None):
         result = await inference.predict(state, model, payload, deadline)
-    return FastJSONResponse(result)
+    with state.stage("serialize", model.name):
+        return FastJSONResponse(result)
 
 
 @router.post("/predict", **_DOCS)  # type: ignore[arg-type]

@@ -293,17 +293,19 @@ async def _infer(state: ServingState, name: str, version: str | None, request: R
     limits = state.payload_limits(model)
     check_json_value_count(json_value_count(header), limits)
     shared_memory = request.app.state.shared_memory
-    parsed = v2.parse_request(
-        header,
-        tail,
-        published,
-        limits.max_items,
-        state.settings.max_feature_map_items,
-        shared_memory,
-    )
+    with state.stage("preprocess", model.name):
+        parsed = v2.parse_request(
+            header,
+            tail,
+            published,
+            limits.max_items,
+            state.settings.max_feature_map_items,
+            shared_memory,
+        )
     # Tensors need no decoding: the batcher's deadline bounds the wait, no client watcher needed.
     tensors = await inference.v2_infer(state, model, parsed, deadline)
-    body, header_length = v2.encode_response(published, parsed, tensors, shared_memory)
+    with state.stage("serialize", model.name):
+        body, header_length = v2.encode_response(published, parsed, tensors, shared_memory)
     if header_length is None:
         return Response(body, media_type="application/json")
     return Response(

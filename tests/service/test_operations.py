@@ -247,3 +247,23 @@ def test_metrics_stay_small_whatever_strangers_send(client: TestClient) -> None:
     methods = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}
     assert {method for method, _ in labels} <= methods
     assert len(after) - before < 16_000, (before, len(after))
+
+
+def test_metrics_time_each_stage_of_a_request() -> None:
+    """Where a request's time goes, per model: preprocess, queue and serialize (the runs are
+    cnn_serve_inference_seconds), for /predict, /feature-maps and V2 alike."""
+    with TestClient(create_app(make_settings())) as fresh:
+        fresh.post("/predict", json={"instances": [np.zeros((28, 28)).tolist()] * 2})
+        fresh.post("/feature-maps", json={"instances": [np.zeros((28, 28)).tolist()]})
+        fresh.post(
+            "/v2/models/mnist-deep-cnn/infer",
+            json={"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32",
+                              "data": [0.0] * 784}]},
+        )  # fmt: skip
+        text = fresh.get("/metrics").text
+    for stage, count in (("preprocess", 3), ("queue", 3), ("serialize", 3)):
+        found = re.search(
+            rf'cnn_serve_stage_seconds_count\{{model="mnist-deep-cnn",stage="{stage}"\}} (\S+)',
+            text,
+        )
+        assert found is not None and float(found.group(1)) == count, stage
