@@ -193,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_keys=ApiKeys(keys, settings.operator_port),
         origins=OriginPolicy(settings.allowed_origins, settings.trusted_host_names),
         exposure=ExposureRules(settings),
+        access_log=settings.access_log,
     )
     app.add_middleware(V2ResponseCompression)
     # Added last = outermost: refusals from the edge (401, 413, 503) carry CORS headers too,

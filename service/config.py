@@ -180,6 +180,14 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Log level of the service and uvicorn."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text: one readable line per record; json: one JSON object per line (time, "
+        "level, logger, message, request_id, and route, status and duration_ms on access lines).",
+    )
+    access_log: bool = Field(
+        False, description="One info line per request (method, route, status, duration)."
+    )
     api_keys: SecretStr = Field(
         SecretStr(""),
         description="Comma-separated API keys; when any is set (here or in API_KEYS_FILE), every "

@@ -29,6 +29,21 @@ from service.numbers import whole_number
 from service.security import ApiKeys, ExposureRules, OriginPolicy
 
 logger = logging.getLogger("service")
+access_logger = logging.getLogger("service.access")
+
+
+def _log_access(method: str, route: str, status: int, seconds: float) -> None:
+    """One line per request (``CNN_SERVE_ACCESS_LOG``), its fields also as the JSON keys of
+    ``service.request_ids.JsonLogFormatter``."""
+    duration_ms = round(seconds * 1000, 2)
+    access_logger.info(
+        "%s %s %d %.2f ms",
+        method,
+        route,
+        status,
+        duration_ms,
+        extra={"method": method, "route": route, "status": status, "duration_ms": duration_ms},
+    )
 
 
 @dataclass
@@ -117,8 +132,10 @@ class EdgeMiddleware:
         api_keys: ApiKeys,
         origins: OriginPolicy,
         exposure: ExposureRules,
+        access_log: bool = False,
     ) -> None:
         self.app = app
+        self.access_log = access_log
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.admission = admission
@@ -164,11 +181,12 @@ class EdgeMiddleware:
                 scope, 500, "internal_error", "the server failed to handle this request"
             )
         finally:
-            request_ids.CURRENT.reset(token)
             template = getattr(exchange.scope.get("route"), "path", "unmatched")
-            self.metrics.observe_exchange(
-                method, template, exchange.status, time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            self.metrics.observe_exchange(method, template, exchange.status, seconds)
+            if self.access_log:
+                _log_access(method, template, exchange.status, seconds)
+            request_ids.CURRENT.reset(token)
 
     async def _handle(
         self, scope: Scope, receive: Receive, exchange: _Exchange, headers: _Headers

@@ -8,10 +8,12 @@ through it. The V2 protocol's own ``id`` field is a separate thing and is echoed
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
 from contextvars import ContextVar
+from datetime import UTC, datetime
 
 HEADER = b"x-request-id"
 CURRENT: ContextVar[str] = ContextVar("request_id", default="")
@@ -32,3 +34,29 @@ class RequestIdLogFilter(logging.Filter):
         current = CURRENT.get()
         record.request = f" [{current}]" if current else ""
         return True
+
+
+# Fields an access line adds (``logger.info(..., extra=ACCESS_FIELDS...)``), as JSON keys.
+ACCESS_FIELDS = ("method", "route", "status", "duration_ms")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, request_id
+    (while a request is served), the access fields when present, and the traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        current = CURRENT.get()
+        if current:
+            document["request_id"] = current
+        for field in ACCESS_FIELDS:
+            if hasattr(record, field):
+                document[field] = getattr(record, field)
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, ensure_ascii=False)

@@ -40,7 +40,7 @@ import uvicorn
 
 from service.app import create_app
 from service.config import Settings
-from service.request_ids import RequestIdLogFilter
+from service.request_ids import JsonLogFormatter, RequestIdLogFilter
 from service.transport import ConnectionShare, guarded_protocol
 
 logger = logging.getLogger("service.workers")
@@ -66,6 +66,8 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # JSON: uvicorn's own lines go through the root handler and its JSON formatter.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
         access_log=False,
         proxy_headers=False,
@@ -114,6 +116,8 @@ def configure_logging(settings: Settings) -> None:
     )
     for handler in logging.getLogger().handlers:  # " [<request id>]" while serving a request
         handler.addFilter(RequestIdLogFilter())
+        if settings.log_format == "json":
+            handler.setFormatter(JsonLogFormatter())
 
 
 def service_url(settings: Settings) -> str:

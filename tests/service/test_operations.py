@@ -267,3 +267,29 @@ def test_metrics_time_each_stage_of_a_request() -> None:
             text,
         )
         assert found is not None and float(found.group(1)) == count, stage
+
+
+@pytest.mark.slow  # A real process: its log as an operator reads it.
+def test_json_logs_with_an_access_line_per_request(tmp_path: Path) -> None:
+    """CNN_SERVE_LOG_FORMAT=json: every line the server writes (uvicorn's, the supervisor's and
+    the workers') is one JSON object; CNN_SERVE_ACCESS_LOG adds a line per request, with its ID."""
+    log = tmp_path / "server.log"
+    with running_service(
+        output=log, workers=2, log_level="info", log_format="json", access_log="true"
+    ) as service:
+        answer = httpx.post(
+            f"{service.url}/predict",
+            json={"instances": [np.zeros((28, 28)).tolist()]},
+            headers={"x-request-id": "find-me-42"},
+        )
+        assert answer.status_code == 200
+        missing = httpx.get(f"{service.url}/models/nope", headers={"x-request-id": "gone-1"})
+        assert missing.status_code == 404
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # Every line, or this raises.
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    access = {record.get("request_id"): record for record in records if "route" in record}
+    assert access["find-me-42"]["route"] == "/predict" and access["find-me-42"]["status"] == 200
+    assert access["find-me-42"]["duration_ms"] > 0 and access["find-me-42"]["method"] == "POST"
+    assert access["gone-1"]["status"] == 404 and access["gone-1"]["route"] == "/models/{name}"
+    assert any("Application startup complete" in record["message"] for record in records)
