@@ -166,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models.router,
         health.router,
         v2.router,
+        *([v2.shared_memory_router] if settings.shared_memory else []),
     ):
         _summaries_from_docstrings(router)
         app.include_router(router)

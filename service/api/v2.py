@@ -35,6 +35,8 @@ from service.state import ServingState
 router = APIRouter(prefix="/v2", tags=["open inference protocol (V2)"])
 # The infer routes run lean (service/api/lean.py); the app matches them before the others.
 infer_router = APIRouter(prefix="/v2", tags=["open inference protocol (V2)"], route_class=LeanRoute)
+# Triton's system shared-memory extension: included only with CNN_SERVE_SHARED_MEMORY.
+shared_memory_router = APIRouter(prefix="/v2", tags=["open inference protocol (V2)"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": description, "content": {"application/json": {"schema": {
         "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]
@@ -162,21 +164,18 @@ class RegionRegistration(BaseModel):
 
 def _registry(request: Request) -> SharedMemoryRegistry:
     registry: SharedMemoryRegistry | None = request.app.state.shared_memory
-    if registry is None:
-        raise BadRequestError(
-            "Triton's system shared-memory extension is off here (CNN_SERVE_SHARED_MEMORY)"
-        )
+    assert registry is not None  # These routes are included only with CNN_SERVE_SHARED_MEMORY.
     return registry
 
 
-@router.get("/systemsharedmemory/status", responses=_ERRORS)
-@router.get("/systemsharedmemory/region/{region}/status", responses=_ERRORS)
+@shared_memory_router.get("/systemsharedmemory/status", responses=_ERRORS)
+@shared_memory_router.get("/systemsharedmemory/region/{region}/status", responses=_ERRORS)
 async def shared_memory_status(request: Request, region: str | None = None) -> list[Any]:
     """The registered system shared-memory regions (Triton's extension)."""
     return [asdict(found) for found in _registry(request).status(region)]
 
 
-@router.post(
+@shared_memory_router.post(
     "/systemsharedmemory/region/{region}/register",
     responses=_ERRORS,
     openapi_extra={
@@ -200,8 +199,8 @@ async def shared_memory_register(region: str, request: Request) -> dict[str, Any
     return {}
 
 
-@router.post("/systemsharedmemory/unregister", responses=_ERRORS)
-@router.post("/systemsharedmemory/region/{region}/unregister", responses=_ERRORS)
+@shared_memory_router.post("/systemsharedmemory/unregister", responses=_ERRORS)
+@shared_memory_router.post("/systemsharedmemory/region/{region}/unregister", responses=_ERRORS)
 async def shared_memory_unregister(request: Request, region: str | None = None) -> dict[str, Any]:
     """Unregister one region, or all of them (Triton's extension)."""
     _registry(request).unregister(region)

@@ -125,5 +125,7 @@ def test_shared_memory_is_off_by_default(client: TestClient) -> None:
     refused = client.post(
         "/v2/systemsharedmemory/region/a/register", json={"key": "/a", "byte_size": 8}
     )
-    assert refused.status_code == 400 and "CNN_SERVE_SHARED_MEMORY" in refused.json()["error"]
-    assert client.get("/v2/systemsharedmemory/status").status_code == 400
+    assert refused.status_code == 404 and isinstance(refused.json()["error"], str)
+    assert client.get("/v2/systemsharedmemory/status").status_code == 404
+    paths = client.get("/openapi.json").json()["paths"]
+    assert not any("systemsharedmemory" in path for path in paths)
