@@ -22,14 +22,21 @@ class RecordingModel:
         self.delay_s = delay_s
         self.fail = fail
         self.lock = threading.Lock()
+        self.running = threading.Event()  # Set once the first batch has started.
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with self.lock:
             self.batch_sizes.append(images.shape[0])
+        self.running.set()
         time.sleep(self.delay_s)
         if self.fail:
             raise RuntimeError("boom")
         return images[:, 0, 0, :].copy()
+
+
+async def until_running(model: RecordingModel) -> None:
+    """Wait (without a fixed sleep) until the model has started its first batch."""
+    assert await asyncio.to_thread(model.running.wait, 5.0), "the first batch never started"
 
 
 def images_tagged(start: int, count: int) -> np.ndarray:
@@ -47,6 +54,7 @@ async def run_with(model: RecordingModel, coroutine_factory, **options: object):
         "timeout_s": 5.0,
     }
     settings.update(options)
+    model.running.clear()  # A model may serve several runs of a test.
     with ThreadPoolExecutor(2) as executor:
         batcher = DynamicBatcher(model, executor, **settings)  # type: ignore[arg-type]
         batcher.start()
@@ -88,7 +96,7 @@ def test_full_queue_answers_overloaded_with_retry_after() -> None:
 
     async def scenario(batcher: DynamicBatcher) -> list[object]:
         first = asyncio.create_task(batcher.submit(images_tagged(0, 1)))
-        await asyncio.sleep(0.05)  # The first batch is now running.
+        await until_running(model)
         return await asyncio.gather(
             first,
             *[batcher.submit(images_tagged(index, 4)) for index in range(5)],
@@ -130,7 +138,7 @@ def test_runs_alone_wait_their_turn_in_the_queue_and_are_never_merged() -> None:
 
     async def scenario(batcher: DynamicBatcher) -> list[object]:
         first = asyncio.create_task(batcher.submit(images_tagged(0, 1)))
-        await asyncio.sleep(0.01)  # Running: everything below queues behind it.
+        await until_running(model)  # Everything below queues behind it.
         return await asyncio.gather(
             first,
             batcher.submit(images_tagged(1, 2)),
@@ -155,7 +163,7 @@ def test_runs_alone_are_bounded_and_share_the_queue_bound_and_timeout() -> None:
 
     async def scenario(batcher: DynamicBatcher) -> list[object]:
         first = asyncio.create_task(batcher.submit(images_tagged(0, 1)))
-        await asyncio.sleep(0.05)
+        await until_running(model)
         return await asyncio.gather(
             first,
             *[batcher.submit_alone(images_tagged(0, 4), slow_maps) for _ in range(3)],
