@@ -58,12 +58,21 @@ def test_overload_is_refused_early_with_retry_after(monkeypatch: pytest.MonkeyPa
         assert int(response.headers["retry-after"]) >= 1
 
 
+def until_in_flight(client: TestClient, requests: int, timeout_s: float = 5.0) -> None:
+    """Wait until /metrics says ``requests`` inference requests are admitted (no fixed sleep)."""
+    line = f"cnn_serve_inflight_requests {float(requests)}"
+    deadline = time.monotonic() + timeout_s
+    while line not in client.get("/metrics").text:
+        assert time.monotonic() < deadline, f"never {requests} in flight"
+        time.sleep(0.01)
+
+
 def test_health_and_models_are_never_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     slow_model(monkeypatch, 0.5)
     with TestClient(create_app(make_settings(max_inflight_requests=1))) as client:
         with ThreadPoolExecutor(1) as pool:
             busy = pool.submit(client.post, "/predict", json=DIGIT)
-            time.sleep(0.2)  # The only slot is taken now.
+            until_in_flight(client, 1)  # The only slot is taken now.
             assert client.post("/predict", json=DIGIT).status_code == 503
             assert client.get("/health/ready").status_code == 200
             assert client.get("/models").status_code == 200
