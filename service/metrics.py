@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -15,6 +17,27 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPT
 METHOD_NOT_ALLOWED = 405
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class Timed:
+    """How many, and their total seconds."""
+
+    count: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ModelTotals:
+    """One model's totals since start, over every worker (what Triton's statistics report):
+    requests that reached it by outcome, their queue waits, its runs, images, last run."""
+
+    success: Timed
+    fail: Timed
+    queue: Timed
+    runs: Timed
+    images: float
+    last_inference_s: float  # Unix time; 0 before the first run.
 
 
 class ServiceMetrics:
@@ -158,18 +181,58 @@ class ServiceMetrics:
         self.model_requests.labels(model, outcome).inc()
         self.model_request_seconds.labels(model, outcome).inc(seconds)
 
-    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """(sample name, sorted labels) -> value, summed over worker processes as
-        ``exposition`` is."""
-        registry = self.registry
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return {
+    def model_totals(self, models: Iterable[str]) -> dict[str, ModelTotals]:
+        """Each model's totals, summed over worker processes as ``exposition`` is (one
+        collection for all of them)."""
+        samples = {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in registry.collect()
+            for family in self._summed_registry().collect()
             for sample in family.samples
         }
+
+        def value(model: str, sample: str, **labels: str) -> float:
+            return samples.get((sample, tuple(sorted({"model": model, **labels}.items()))), 0.0)
+
+        def timed(model: str, count: str, seconds: str, **labels: str) -> Timed:
+            return Timed(value(model, count, **labels), value(model, seconds, **labels))
+
+        return {
+            model: ModelTotals(
+                success=timed(
+                    model,
+                    "cnn_serve_model_requests_total",
+                    "cnn_serve_model_request_seconds_total",
+                    outcome="success",
+                ),
+                fail=timed(
+                    model,
+                    "cnn_serve_model_requests_total",
+                    "cnn_serve_model_request_seconds_total",
+                    outcome="fail",
+                ),
+                queue=timed(
+                    model,
+                    "cnn_serve_stage_seconds_count",
+                    "cnn_serve_stage_seconds_sum",
+                    stage="queue",
+                ),
+                runs=timed(
+                    model, "cnn_serve_inference_seconds_count", "cnn_serve_inference_seconds_sum"
+                ),
+                images=value(model, "cnn_serve_batch_items_sum"),
+                last_inference_s=value(model, "cnn_serve_last_inference_timestamp_seconds"),
+            )
+            for model in models
+        }
+
+    def _summed_registry(self) -> CollectorRegistry:
+        """This process's registry, or with several workers (``PROMETHEUS_MULTIPROC_DIR``) one
+        that sums every worker's files."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return self.registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
 
     def exposition(self) -> bytes:
         """The text exposition of every metric, summed over worker processes if there are several.
@@ -178,8 +241,4 @@ class ServiceMetrics:
         sets ``PROMETHEUS_MULTIPROC_DIR`` so that prometheus-client shares the counts through files
         in that directory, and a scrape answered by any worker reports the whole server.
         """
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+        return generate_latest(self._summed_registry())

@@ -24,6 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from model_card import ModelCard
 from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
+from service.metrics import ModelTotals, Timed
 from service.numbers import whole_number
 from service.preprocessing import checked_unit_interval
 from service.shared_memory import SharedMemoryRegistry
@@ -216,12 +217,9 @@ def model_config(model: V2Model, limits: BatchingLimits) -> dict[str, Any]:
     }
 
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def model_statistics(name: str, model: str, version: str, samples: Samples) -> dict[str, Any]:
-    """Triton's ``$model_stat`` for served model ``model`` (published as ``name``), from the
-    service's metrics summed over its workers (``ServiceMetrics.samples``).
+def model_statistics(name: str, version: str, totals: ModelTotals) -> dict[str, Any]:
+    """Triton's ``$model_stat`` for a model published as ``name``, from its totals over every
+    worker (``ServiceMetrics.model_totals``).
 
     success and fail: requests that reached the model, and their time from then to their
     result; queue: their wait in the dynamic batcher's queue; compute_infer: ONNX Runtime runs
@@ -230,35 +228,22 @@ def model_statistics(name: str, model: str, version: str, samples: Samples) -> d
     stay 0), and there is no response cache.
     """
 
-    def value(sample: str, **labels: str) -> float:
-        return samples.get((sample, tuple(sorted({"model": model, **labels}.items()))), 0.0)
+    def duration(timed: Timed) -> dict[str, int]:
+        return {"count": int(timed.count), "ns": int(timed.seconds * 1e9)}
 
-    def duration(count: float, seconds: float) -> dict[str, int]:
-        return {"count": int(count), "ns": int(seconds * 1e9)}
-
-    outcome = {
-        kind: duration(
-            value("cnn_serve_model_requests_total", outcome=kind),
-            value("cnn_serve_model_request_seconds_total", outcome=kind),
-        )
-        for kind in ("success", "fail")
-    }
-    executions = value("cnn_serve_inference_seconds_count")
-    nothing = duration(0, 0)
+    nothing = duration(Timed(0, 0))
     return {
         "name": name,
         "version": version,
-        "last_inference": int(value("cnn_serve_last_inference_timestamp_seconds") * 1000),
-        "inference_count": int(value("cnn_serve_batch_items_sum")),
-        "execution_count": int(executions),
+        "last_inference": int(totals.last_inference_s * 1000),
+        "inference_count": int(totals.images),
+        "execution_count": int(totals.runs.count),
         "inference_stats": {
-            **outcome,
-            "queue": duration(
-                value("cnn_serve_stage_seconds_count", stage="queue"),
-                value("cnn_serve_stage_seconds_sum", stage="queue"),
-            ),
+            "success": duration(totals.success),
+            "fail": duration(totals.fail),
+            "queue": duration(totals.queue),
             "compute_input": nothing,
-            "compute_infer": duration(executions, value("cnn_serve_inference_seconds_sum")),
+            "compute_infer": duration(totals.runs),
             "compute_output": nothing,
             "cache_hit": nothing,
             "cache_miss": nothing,

@@ -105,10 +105,10 @@ async def server_ready(request: Request) -> Response:
 @router.get("/models/stats", responses=_ERRORS)
 async def all_model_statistics(request: Request, state: Serving) -> dict[str, Any]:
     """Triton's statistics for every served model."""
-    samples = request.app.state.metrics.samples()
+    totals = request.app.state.metrics.model_totals(state.models)
     return {
         "model_stats": [
-            v2.model_statistics(name, name, runtime.card.version, samples)
+            v2.model_statistics(name, runtime.card.version, totals[name])
             for name, runtime in sorted(state.models.items())
         ]
     }
@@ -121,9 +121,8 @@ async def model_statistics(
 ) -> dict[str, Any]:
     """Triton's statistics for one model: request, queue and compute counts and durations."""
     runtime, published = _model(state, name, version)
-    samples = request.app.state.metrics.samples()
-    stats = v2.model_statistics(published.name, runtime.name, runtime.card.version, samples)
-    return {"model_stats": [stats]}
+    (totals,) = request.app.state.metrics.model_totals([runtime.name]).values()
+    return {"model_stats": [v2.model_statistics(published.name, runtime.card.version, totals)]}
 
 
 @router.get("/models/{name}", responses=_ERRORS)
