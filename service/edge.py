@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import request_ids
 from service.admission import Admission, is_inference
-from service.errors import PayloadTooLargeError, error_response
+from service.errors import INTERNAL_ERROR, PayloadTooLargeError, error_response
 from service.metrics import ServiceMetrics
 from service.numbers import whole_number
 from service.security import ApiKeys, ExposureRules, OriginPolicy
@@ -177,9 +177,7 @@ class EdgeMiddleware:
             logger.exception("unexpected error on %s %s", method, scope["path"])
             if exchange.started:
                 raise
-            await exchange.refuse(
-                scope, 500, "internal_error", "the server failed to handle this request"
-            )
+            await exchange.refuse(scope, *INTERNAL_ERROR)
         finally:
             template = getattr(exchange.scope.get("route"), "path", "unmatched")
             seconds = time.perf_counter() - started

@@ -99,13 +99,15 @@ class DistanceModel:
         )
         total = np.clip(leading, 0.0, None)
         if not self.full_rank:
-            total = total + self._residual(features)
+            total = total + self._residual(features, whitened)
         return np.asarray(total.min(axis=1), dtype=np.float32)
 
-    def _residual(self, features: np.ndarray) -> np.ndarray:
-        """(N, classes): the part of each offset outside the basis, over ``residual_scale``."""
-        projected = features @ self.basis
-        centres_projected = self.centres @ self.basis
+    def _residual(self, features: np.ndarray, whitened: np.ndarray) -> np.ndarray:
+        """(N, classes): the part of each offset outside the basis, over ``residual_scale``.
+        The offsets' parts inside it come from ``whitened`` (N, C), unwhitened again."""
+        root_scales = np.sqrt(self.scales)[np.newaxis]
+        projected = whitened * root_scales
+        centres_projected = self.centres_whitened * root_scales
         inside = (
             (projected**2).sum(axis=1)[:, np.newaxis]
             - 2 * projected @ centres_projected.T
