@@ -9,6 +9,7 @@ import json
 import struct
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -342,45 +343,46 @@ def test_header_length_larger_than_the_body_is_400(client: TestClient) -> None:
     v2_error(response, 400)
 
 
-def test_raw_binary_request_is_one_image(
-    client: TestClient, direct: ort.InferenceSession, mnist_digits: tuple[np.ndarray, np.ndarray]
-) -> None:
-    image = batch(mnist_digits, 1)
+def raw_binary(
+    client: TestClient, model: str, images: np.ndarray
+) -> tuple[list[dict[str, Any]], bytes]:
+    """A raw binary request (Inference-Header-Content-Length: 0): the response's outputs and
+    the binary tensors after its JSON header."""
     response = client.post(
-        f"/v2/models/{MODEL}/infer",
-        content=image.astype("<f4").tobytes(),
+        f"/v2/models/{model}/infer",
+        content=images.astype("<f4").tobytes(),
         headers={"inference-header-content-length": "0"},
     )
     assert response.status_code == 200
     length = int(response.headers["inference-header-content-length"])
-    header = json.loads(response.content[:length])
-    probabilities = np.frombuffer(response.content[length:], dtype="<f4").reshape(1, 10)
+    return json.loads(response.content[:length])["outputs"], response.content[length:]
+
+
+def test_raw_binary_request_is_one_image(
+    client: TestClient, direct: ort.InferenceSession, mnist_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    image = batch(mnist_digits, 1)
+    outputs, tail = raw_binary(client, MODEL, image)
+    probabilities = np.frombuffer(tail, dtype="<f4").reshape(1, 10)
     (expected,) = direct.run(["probabilities"], {"input": image})
     np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
-    assert header["outputs"][0]["parameters"]["binary_data_size"] == 40
+    assert outputs[0]["parameters"]["binary_data_size"] == 40
 
 
 def test_raw_binary_request_to_the_features_model_returns_every_output(
     client: TestClient, direct: ort.InferenceSession, mnist_digits: tuple[np.ndarray, np.ndarray]
 ) -> None:
     image = batch(mnist_digits, 1)
-    response = client.post(
-        f"/v2/models/{MODEL}-features/infer",
-        content=image.astype("<f4").tobytes(),
-        headers={"inference-header-content-length": "0"},
-    )
-    assert response.status_code == 200
-    length = int(response.headers["inference-header-content-length"])
-    outputs = json.loads(response.content[:length])["outputs"]
+    outputs, tail = raw_binary(client, f"{MODEL}-features", image)
     names = [output["name"] for output in outputs]
     assert names[0] == "probabilities" and "conv1" in names and "pool2" in names
-    offset = length
+    offset = 0
     for output, expected in zip(outputs, direct.run(names, {"input": image}), strict=True):
         size = output["parameters"]["binary_data_size"]
-        values = np.frombuffer(response.content[offset : offset + size], dtype="<f4")
+        values = np.frombuffer(tail[offset : offset + size], dtype="<f4")
         np.testing.assert_allclose(values.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
         offset += size
-    assert offset == len(response.content)
+    assert offset == len(tail)
 
 
 def test_binary_classification_strings_are_length_prefixed(client: TestClient) -> None:
