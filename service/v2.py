@@ -154,6 +154,14 @@ def published_model(name: str, cards: dict[str, ModelCard]) -> V2Model | None:
     return None
 
 
+def published_names(cards: dict[str, ModelCard]) -> list[str]:
+    """Every V2 model name ``published_model`` answers to, sorted."""
+    names = set(cards) | {
+        f"{name}{FEATURES_SUFFIX}" for name, card in cards.items() if card.feature_maps
+    }
+    return sorted(names)
+
+
 def model_metadata(model: V2Model) -> dict[str, Any]:
     """``$metadata_model_response``: the input and every output, from the model card."""
     card = model.card

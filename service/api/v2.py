@@ -16,7 +16,6 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
-from model_card import ModelCard
 from service import inference, v2
 from service.api.deps import Serving
 from service.api.lean import LeanRoute
@@ -61,7 +60,7 @@ def _model(state: ServingState, name: str, version: str | None) -> tuple[ModelRu
     if published is None:
         raise ModelNotFoundError(
             f"Request for unknown model: '{name}' is not found; models: "
-            + ", ".join(_published_names(cards))
+            + ", ".join(v2.published_names(cards))
         )
     if version is not None and version != published.card.version:
         raise ModelNotFoundError(
@@ -69,13 +68,6 @@ def _model(state: ServingState, name: str, version: str | None) -> tuple[ModelRu
             f"version {published.card.version}"
         )
     return state.models[published.card.name], published
-
-
-def _published_names(cards: dict[str, ModelCard]) -> list[str]:
-    names = set(cards) | {
-        f"{name}{v2.FEATURES_SUFFIX}" for name, card in cards.items() if card.feature_maps
-    }
-    return sorted(names)
 
 
 @router.get("", responses=_ERRORS)
