@@ -174,6 +174,13 @@ class Settings(BaseSettings):
         description="A worker whose event loop has not run for this long (stopped, stuck) is "
         "killed and replaced, with several workers; 0: never.",
     )
+    worker_start_timeout_s: float = Field(
+        300.0,
+        ge=0,
+        le=3600,
+        description="A worker that has not loaded its models and started serving within this "
+        "long is killed and started again (5 times at most), with several workers; 0: never.",
+    )
     graceful_shutdown_s: int = Field(
         10, ge=0, le=3600, description="Time to finish requests on SIGTERM."
     )

@@ -15,7 +15,9 @@ A worker's event loop writes a heartbeat (the monotonic clock, shared by every p
 shared memory twice a second. One whose heartbeat is older than ``WORKER_STALL_TIMEOUT_S``
 (stopped by SIGSTOP, a debugger, a stuck loop) keeps its socket but answers nothing: the
 supervisor kills it and starts a replacement on the same socket, so the connections queued
-there are answered by the replacement instead of hanging.
+there are answered by the replacement instead of hanging. One that is not serving within
+``WORKER_START_TIMEOUT_S`` of its start is killed and started again. Readiness waits for every
+worker's heartbeat (``service/siblings.py``).
 """
 
 from __future__ import annotations
@@ -41,13 +43,13 @@ import uvicorn
 from service.app import create_app
 from service.config import Settings
 from service.request_ids import JsonLogFormatter, RequestIdLogFilter
+from service.siblings import HEARTBEAT_INTERVAL_S, WorkerHeartbeats
 from service.transport import ConnectionShare, guarded_protocol
 
 logger = logging.getLogger("service.workers")
 RESTART_PAUSE_S = 0.5
 SUPERVISE_INTERVAL_S = 0.2
 PARENT_CHECK_INTERVAL_S = 1.0
-HEARTBEAT_INTERVAL_S = 0.5
 # Workers killed by a signal before they are ready are restarted, up to this many times in a row.
 MAX_EARLY_DEATHS = 5
 STARTUP_FAILURE = 3  # uvicorn's own exit status when the app fails to start.
@@ -134,7 +136,7 @@ class _Server(uvicorn.Server):
         ready: set once the models are loaded (workers tell the supervisor this way).
         supervisor_pid: the process to outlive never (None when there is no supervisor).
         announce: a line to log once serving (the single-process mode's "serving <url>").
-        heartbeat: where to write this worker's heartbeat (shared array, index).
+        heartbeat: whether to write this worker's heartbeat (``WorkerHeartbeats``).
     """
 
     def __init__(
@@ -143,7 +145,7 @@ class _Server(uvicorn.Server):
         ready: Event | None = None,
         supervisor_pid: int | None = None,
         announce: str | None = None,
-        heartbeat: tuple[Any, int] | None = None,
+        heartbeat: bool = False,
     ) -> None:
         super().__init__(config)
         self._ready = ready
@@ -156,10 +158,9 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if not self.started:
             return
-        if self._heartbeat is not None:
-            beats, index = self._heartbeat
-            beats[index] = time.monotonic()  # Before ready: the supervisor checks from then on.
-            asyncio.get_running_loop().create_task(self._beat(beats, index))
+        if self._heartbeat:
+            WorkerHeartbeats.beat()  # Before ready: the supervisor checks from then on.
+            asyncio.get_running_loop().create_task(self._beat())
         if self._ready is not None:
             self._ready.set()
         if self._announce:
@@ -187,9 +188,9 @@ class _Server(uvicorn.Server):
             # lifespan ends instead of being cancelled and logged as an error.
             await self.lifespan.shutdown()
 
-    async def _beat(self, beats: Any, index: int) -> None:
+    async def _beat(self) -> None:
         while not self.should_exit:
-            beats[index] = time.monotonic()
+            WorkerHeartbeats.beat()
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
     async def _watch_supervisor(self, supervisor_pid: int) -> None:
@@ -245,8 +246,9 @@ def _worker_main(
         sys.exit(1)
     configure_allocator()
     ConnectionShare.attach(connection_counts, index)
+    WorkerHeartbeats.attach(heartbeats, index, settings.worker_stall_timeout_s)
     configure_logging(settings)
-    server = _Server(uvicorn_config(settings), ready, supervisor_pid, heartbeat=(heartbeats, index))
+    server = _Server(uvicorn_config(settings), ready, supervisor_pid, heartbeat=True)
     server.run(sockets=sockets)
 
 
@@ -263,6 +265,7 @@ class _Slot:
     sockets: list[socket.socket]
     process: BaseProcess | None = None
     ready: Event | None = None
+    started_at: float = 0.0
     early_deaths: int = 0
     was_ready: bool = field(default=False)
 
@@ -285,7 +288,9 @@ class WorkerSupervisor:
     def _start(self, slot: _Slot) -> None:
         slot.ready = self.context.Event()
         slot.was_ready = False
+        slot.started_at = time.monotonic()
         index = self.slots.index(slot)
+        self.heartbeats[index] = 0.0  # Not serving until the new worker's first beat.
         slot.process = self.context.Process(
             target=_worker_main,
             args=(
@@ -306,8 +311,11 @@ class WorkerSupervisor:
         assert slot.process is not None and slot.ready is not None
         if slot.ready.is_set() and not slot.was_ready:
             slot.was_ready, slot.early_deaths = True, 0
-        if slot.was_ready and slot.process.is_alive() and not self.stopping:
-            self._kill_if_stalled(slot)
+        if slot.process.is_alive() and not self.stopping:
+            if slot.was_ready:
+                self._kill_if_stalled(slot)
+            else:
+                self._kill_if_not_started(slot)
         if slot.process.is_alive() or self.stopping:
             return
         code, pid = slot.process.exitcode, slot.process.pid
@@ -336,6 +344,22 @@ class WorkerSupervisor:
             "worker %s stalled: no heartbeat for %.1f s (limit %g s); killing and replacing it",
             slot.process.pid,
             silent,
+            limit,
+        )
+        slot.process.kill()
+        slot.process.join()
+
+    def _kill_if_not_started(self, slot: _Slot) -> None:
+        """SIGKILL a worker still not ready past the start timeout; ``_check`` restarts it."""
+        assert slot.process is not None
+        limit = self.settings.worker_start_timeout_s
+        starting = time.monotonic() - slot.started_at
+        if not limit or starting <= limit:
+            return
+        logger.error(
+            "worker %s not serving %.1f s after its start (limit %g s); killing it",
+            slot.process.pid,
+            starting,
             limit,
         )
         slot.process.kill()

@@ -10,6 +10,7 @@ from service.api.deps import Serving
 from service.api.responses import FastJSONResponse
 from service.api.schemas import HealthResponse, LiveResponse
 from service.metrics import ServiceMetrics
+from service.siblings import workers_not_serving
 
 router = APIRouter(tags=["operations"])
 
@@ -24,11 +25,17 @@ async def live() -> dict[str, object]:
     "/health/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}}
 )
 async def ready(request: Request) -> Response:
-    """Every model is loaded and warmed up."""
+    """Every model is loaded and warmed up, in every worker process."""
     state = getattr(request.app.state, "serving", None)
     if state is None:
-        return FastJSONResponse({"status": "not_ready", "models": []}, status_code=503)
-    return FastJSONResponse({"status": "ok", "models": sorted(state.models)})
+        body = {"status": "not_ready", "models": [], "reason": "loading the models"}
+        return FastJSONResponse(body, status_code=503)
+    models = sorted(state.models)
+    if reason := workers_not_serving():
+        return FastJSONResponse(
+            {"status": "not_ready", "models": models, "reason": reason}, status_code=503
+        )
+    return FastJSONResponse({"status": "ok", "models": models})
 
 
 @router.get("/metrics", response_class=Response)

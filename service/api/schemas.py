@@ -82,6 +82,7 @@ class LiveResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok", "not_ready"]
     models: list[str] = Field(description="the models loaded and warmed up")
+    reason: str | None = Field(None, description="why not ready, when not")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

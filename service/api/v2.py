@@ -29,6 +29,7 @@ from service.errors import (
 from service.payloads import check_json_value_count, json_value_count
 from service.runtime import ModelRuntime
 from service.shared_memory import SharedMemoryRegistry
+from service.siblings import workers_not_serving
 from service.state import ServingState
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (V2)"])
@@ -90,7 +91,7 @@ async def server_live() -> dict[str, bool]:
 @router.get("/health/ready", responses={503: _ERRORS[503]})
 async def server_ready(request: Request) -> Response:
     """Every model is loaded and warmed up."""
-    ready = getattr(request.app.state, "serving", None) is not None
+    ready = getattr(request.app.state, "serving", None) is not None and not workers_not_serving()
     return FastJSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 

@@ -37,7 +37,7 @@ def children(pid: int) -> list[int]:
 
 
 def workers_of(pid: int, count: int, timeout_s: float = 30) -> list[int]:
-    """Wait until ``pid`` has ``count`` worker children that are ready, and return their pids."""
+    """Wait until ``pid`` has ``count`` worker children (started, not necessarily ready)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         # multiprocessing's resource tracker is a child too; workers run "-c from multiprocessing".
@@ -146,6 +146,48 @@ def test_a_stalled_worker_is_replaced_and_no_connection_hangs(tmp_path: Path) ->
         assert time.monotonic() - started < 20
         assert victim not in wait_for_replacement(service.process.pid, victim, 2)
     assert re.search(rf"worker {victim} stalled: no heartbeat for [0-9.]+ s", log.read_text())
+
+
+def test_a_worker_stuck_while_starting_is_restarted_and_readiness_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP a worker as soon as it is spawned: the other one serves, but /health/ready says
+    503 (its share of connections would wait), until the start timeout restarts the stuck one."""
+    log = tmp_path / "server.log"
+    environment = {
+        **os.environ,
+        "CNN_SERVE_PORT": str(port := free_port()),
+        "CNN_SERVE_HOST": "127.0.0.1",
+        "CNN_SERVE_WORKERS": "2",
+        "CNN_SERVE_MODELS_DIR": str(MODELS_DIR),
+        "CNN_SERVE_LOG_LEVEL": "warning",
+        "CNN_SERVE_WORKER_START_TIMEOUT_S": "8",
+    }
+    url = f"http://127.0.0.1:{port}"
+    with log.open("w") as output:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=ROOT, env=environment, stderr=output
+        )
+    try:
+        victim = workers_of(supervisor.pid, 2)[0]
+        os.kill(victim, signal.SIGSTOP)
+        reasons = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:  # About half of these connections land on the stopped worker and time out.
+                response = httpx.get(f"{url}/health/ready", timeout=0.5)
+            except httpx.TransportError:
+                continue
+            if response.status_code == 200:
+                break
+            reasons.add(response.json()["reason"])
+        assert response.status_code == 200
+        assert "1 of 2 workers is not serving yet" in reasons
+        assert victim not in workers_of(supervisor.pid, 2)
+    finally:
+        supervisor.terminate()
+        supervisor.wait(timeout=30)
+    assert re.search(rf"worker {victim} not serving [0-9.]+ s after its start", log.read_text())
 
 
 def test_workers_die_with_their_supervisor() -> None:
