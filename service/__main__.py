@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from service.config import SettingsError, get_settings
 from service.errors import ModelLoadError
+from service.lifecycle import CONTROL_ENV
 from service.repository import discover_serving_models, read_model_card
 from service.shared_memory import REGISTRY_ENV
 from service.workers import PortInUseError, configure_logging, serve
@@ -20,9 +21,10 @@ from service.workers import PortInUseError, configure_logging, serve
 def check_models() -> None:
     """Fail fast, before any worker starts, if a model is missing or corrupt."""
     settings = get_settings()
-    model_dirs = discover_serving_models(settings.models_dir, settings.default_model)
-    for model_dir in model_dirs.values():
-        read_model_card(model_dir)
+    selected = discover_serving_models(settings.models_dir, settings.default_model)
+    for found in selected.values():
+        for on_disk in found:
+            read_model_card(on_disk.path)
 
 
 def check_metrics_directory() -> None:
@@ -100,6 +102,9 @@ def main(arguments: Sequence[str] | None = None) -> int:
         # One registry of shared-memory regions for every worker (service/shared_memory.py).
         registry_dir = tempfile.mkdtemp(prefix="cnn-serve-shm-")
         os.environ[REGISTRY_ENV] = registry_dir
+    # The repository API's requests, read by every worker (service/lifecycle.py).
+    control_dir = tempfile.mkdtemp(prefix="cnn-serve-repository-")
+    os.environ.setdefault(CONTROL_ENV, os.path.join(control_dir, "control.json"))
     try:
         return serve(settings, workers)
     except PortInUseError as error:
@@ -115,7 +120,7 @@ def main(arguments: Sequence[str] | None = None) -> int:
         )
         return 1
     finally:
-        for directory in (metrics_dir, registry_dir):
+        for directory in (metrics_dir, registry_dir, control_dir):
             if directory is not None:
                 shutil.rmtree(directory, ignore_errors=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import inspect
 import logging
@@ -23,13 +24,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.admission import Admission
 from service.api import feature_maps, health, models, predict, v2
-from service.batching import BatchObserver, DynamicBatcher
+from service.batching import DynamicBatcher
 from service.config import Settings, get_settings
 from service.edge import EdgeMiddleware
 from service.errors import ModelLoadError, install_error_handlers, is_v2_path
+from service.lifecycle import BatcherFactory, ModelLifecycle, RepositoryControl
 from service.limits import MemoryBudget
 from service.metrics import ServiceMetrics
-from service.repository import discover_serving_models
 from service.runtime import ModelRuntime, Scored
 from service.security import ApiKeys, ExposureRules, OriginPolicy, load_api_keys
 from service.shared_memory import SharedMemoryRegistry
@@ -40,77 +41,58 @@ WEB_DIR = Path(__file__).parent / "web"
 SWAGGER_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
 
-def load_models(settings: Settings) -> dict[str, ModelRuntime]:
-    """Load, check (sha256, signature) and warm up every model; fail on the first problem.
-
-    Raises:
-        ModelLoadError: no models, the default model missing, or a model that fails to load.
-    """
-    model_dirs = discover_serving_models(settings.models_dir, settings.default_model)
-    threads = settings.resolved_intra_op_threads()
-    loaded = {}
-    for name, model_dir in model_dirs.items():
-        runtime = ModelRuntime(model_dir, threads)
-        if runtime.name != name:
-            raise ModelLoadError(f"{model_dir}/model.json names the model {runtime.name!r}")
-        loaded[name] = runtime
-        logger.info("loaded model %s v%s (%d threads)", name, runtime.card.version, threads)
-    return loaded
-
-
-def _batchers(
+def _batcher_factory(
     settings: Settings,
-    loaded: dict[str, ModelRuntime],
     executor: ThreadPoolExecutor,
     metrics: ServiceMetrics,
     admission: Admission,
-) -> dict[str, DynamicBatcher[Scored]]:
-    batchers: dict[str, DynamicBatcher[Scored]] = {}
+) -> BatcherFactory:
+    """How each loaded model version gets its dynamic batcher (and its metrics)."""
 
-    def observer(name: str) -> BatchObserver:
+    def new_batcher(runtime: ModelRuntime) -> DynamicBatcher[Scored]:
+        name = runtime.name
+
         def observe(items: int, seconds: float, waits: list[float]) -> None:
-            metrics.observe_batch(name, items, seconds, batchers[name].queued_items, waits)
+            metrics.observe_batch(name, items, seconds, batcher.queued_items, waits)
             admission.throughput.observe(items, seconds)
 
-        return observe
+        batcher = DynamicBatcher(
+            runtime.predict_scored,
+            executor,
+            max_batch_items=settings.batch_max_items,
+            max_delay_s=settings.batch_max_delay_ms / 1000.0,
+            max_queue_items=settings.batch_max_queue,
+            concurrency=settings.inference_threads,
+            timeout_s=settings.request_timeout_s,
+            observer=observe,
+            retry_after_s=admission.retry_after_s,
+            max_alone_items=settings.feature_map_queue_items,
+        )
+        return batcher
 
-    batchers.update(
-        {
-            name: DynamicBatcher(
-                runtime.predict_scored,
-                executor,
-                max_batch_items=settings.batch_max_items,
-                max_delay_s=settings.batch_max_delay_ms / 1000.0,
-                max_queue_items=settings.batch_max_queue,
-                concurrency=settings.inference_threads,
-                timeout_s=settings.request_timeout_s,
-                observer=observer(name),
-                retry_after_s=admission.retry_after_s,
-                max_alone_items=settings.feature_map_queue_items,
-            )
-            for name, runtime in loaded.items()
-        }
-    )
-    return batchers
+    return new_batcher
 
 
 def _lifespan(settings: Settings, metrics: ServiceMetrics, admission: Admission):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="onnx")
+        lifecycle = ModelLifecycle(
+            settings,
+            metrics,
+            _batcher_factory(settings, executor, metrics, admission),
+            RepositoryControl.for_this_process(),
+        )
         try:
-            loaded = load_models(settings)
+            loaded = lifecycle.load_at_start()
         except ModelLoadError as error:
             logger.error("cannot start: %s", error)
+            executor.shutdown(wait=False)
             raise
-        executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="onnx")
-        batchers = _batchers(settings, loaded, executor, metrics, admission)
-        for batcher in batchers.values():
-            batcher.start()
         metrics.models_loaded.set(len(loaded))
-        app.state.serving = ServingState(
+        app.state.serving = lifecycle.state = ServingState(
             settings,
             loaded,
-            batchers,
             executor,
             observe_request=metrics.observe_request,
             decode_budget=MemoryBudget(settings.decode_memory_mb * 2**20),
@@ -122,12 +104,15 @@ def _lifespan(settings: Settings, metrics: ServiceMetrics, admission: Admission)
         gc.collect()
         gc.freeze()
         logger.info("ready: %s (default %s)", ", ".join(loaded), settings.default_model)
+        app.state.lifecycle = lifecycle
+        watcher = asyncio.create_task(lifecycle.watch(), name="repository-watch")
         try:
             yield
         finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             app.state.serving = None
-            for batcher in batchers.values():
-                await batcher.stop()
+            await lifecycle.stop()
             executor.shutdown(wait=True)
 
     return lifespan
@@ -153,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.serving = None
+    app.state.lifecycle = None
     app.state.metrics = metrics
     app.state.shared_memory = (
         SharedMemoryRegistry.for_this_process() if settings.shared_memory else None
@@ -166,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models.router,
         health.router,
         v2.router,
+        v2.repository_router,
         *([v2.shared_memory_router] if settings.shared_memory else []),
     ):
         _summaries_from_docstrings(router)
@@ -193,7 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admission=admission,
         api_keys=ApiKeys(keys, settings.operator_port),
         origins=OriginPolicy(settings.allowed_origins, settings.trusted_host_names),
-        exposure=ExposureRules(settings),
+        exposure=ExposureRules(settings, api_keys=bool(keys)),
         access_log=settings.access_log,
     )
     app.add_middleware(V2ResponseCompression)

@@ -40,6 +40,10 @@ Rows = TypeVar("Rows")
 """What one batched run returns: anything sliced by rows like an array (``runtime.Scored``)."""
 
 
+class _Retired(Exception):
+    """The collector of a retired batcher found its queue empty: it stops."""
+
+
 @dataclass
 class _Pending:
     """A queued request: its images, and ``alone``, the run it needs instead of a batch's."""
@@ -87,14 +91,28 @@ class DynamicBatcher(Generic[Rows]):
         self._free_runners = asyncio.Semaphore(concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._collector: asyncio.Task[None] | None = None
+        self._retired = False
 
     @property
     def queued_items(self) -> int:
         return self._queued_items
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waits and nothing runs."""
+        return not self._waiting and not self._running
+
     def start(self) -> None:
         """Start collecting; call from the running event loop."""
         self._collector = asyncio.create_task(self._collect_forever(), name="batch-collector")
+
+    def retire(self) -> None:
+        """Wind down once idle, without failing anything: the model version behind this batcher
+        no longer takes new requests, but those that already hold it (decoding, queued,
+        running) finish here. A request that submits after the collector stopped starts it
+        again, and it stops again when the queue is empty."""
+        self._retired = True
+        self._arrived.set()  # Wake the collector so that it sees an empty queue and stops.
 
     async def stop(self) -> None:
         """Stop collecting, finish the runs in flight, and fail whatever still waits."""
@@ -169,6 +187,8 @@ class DynamicBatcher(Generic[Rows]):
         self._waiting.append(pending)
         self._queued_items += pending.size
         self._arrived.set()
+        if self._retired and (self._collector is None or self._collector.done()):
+            self.start()
         # A timer on the future itself: cheaper than wait_for + shield on every request.
         timer = asyncio.get_running_loop().call_later(
             self._timeout_s if timeout_s is None else max(0.0, timeout_s),
@@ -193,6 +213,9 @@ class DynamicBatcher(Generic[Rows]):
             await self._free_runners.acquire()
             try:
                 batch = await self._next_batch()
+            except _Retired:
+                self._free_runners.release()
+                return
             except BaseException:
                 self._free_runners.release()
                 raise
@@ -202,6 +225,8 @@ class DynamicBatcher(Generic[Rows]):
 
     async def _next_batch(self) -> list[_Pending]:
         while not self._waiting:
+            if self._retired:
+                raise _Retired
             self._arrived.clear()
             await self._arrived.wait()
         batch = [self._take()]

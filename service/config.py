@@ -174,6 +174,14 @@ class Settings(BaseSettings):
         description="A worker whose event loop has not run for this long (stopped, stuck) is "
         "killed and replaced, with several workers; 0: never.",
     )
+    repository_poll_s: float = Field(
+        5.0,
+        ge=0,
+        le=86400,
+        description="How often each worker looks for new, changed or removed model versions "
+        "in MODELS_DIR (a few stat calls and small reads); 0: only on start-up and through "
+        "the repository API.",
+    )
     worker_start_timeout_s: float = Field(
         300.0,
         ge=0,

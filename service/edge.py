@@ -190,7 +190,8 @@ class EdgeMiddleware:
         self, scope: Scope, receive: Receive, exchange: _Exchange, headers: _Headers
     ) -> None:
         if not self.exposure.allowed(scope):
-            await exchange.refuse(scope, 404, "not_found", "Not Found")
+            refusal = self.exposure.refusal(scope["path"])
+            await exchange.refuse(scope, 404, "not_found", refusal)
             return
         if self.origins.refuses(headers.origin, headers.host):
             await exchange.refuse(
@@ -255,7 +256,7 @@ class EdgeMiddleware:
     async def _overloaded(self, scope: Scope, exchange: _Exchange) -> None:
         """503, held back for the overload pause (see ``service.admission``)."""
         serving = getattr(scope["app"].state, "serving", None)
-        queued = sum(b.queued_items for b in serving.batchers.values()) if serving else 0
+        queued = serving.queued_items if serving else 0
         await asyncio.sleep(self.admission.pause_s())
         await exchange.refuse(
             scope,

@@ -23,7 +23,7 @@ from service.preprocessing import (
 )
 from service.reliability import verdicts
 from service.runtime import FeatureMaps, ModelRuntime, Scored
-from service.state import ServingState
+from service.state import ServingState, batcher_of
 from service.v2 import ParsedInference
 
 
@@ -146,7 +146,7 @@ async def predict(
         images = await model_input(state, model, payload, deadline, notes)
     with state.at_model(model.name, images.shape[0]):
         deadline.check()
-        scored = await state.batchers[model.name].submit(images, deadline.remaining())
+        scored = await batcher_of(model).submit(images, deadline.remaining())
     reasons = judged(model, images, scored, notes)
     return {
         "model": model.name,
@@ -189,7 +189,7 @@ async def feature_maps(
         images = await model_input(state, model, payload, deadline, notes)
     with state.at_model(model.name, images.shape[0]):
         deadline.check()
-        maps = await state.batchers[model.name].submit_alone(
+        maps = await batcher_of(model).submit_alone(
             images, partial(model.feature_maps, layers=layers), deadline.remaining()
         )
     noticed = notes[0] if notes else set()
@@ -238,10 +238,10 @@ async def _v2_outputs(
 ) -> dict[str, np.ndarray]:
     layers = request.feature_map_layers
     if not layers:
-        scored = await state.batchers[model.name].submit(request.images, deadline.remaining())
+        scored = await batcher_of(model).submit(request.images, deadline.remaining())
         return {model.card.probabilities_output: scored.probabilities}
     specs = {spec.output: spec.layer for spec in model.card.feature_maps}
-    maps = await state.batchers[model.name].submit_alone(
+    maps = await batcher_of(model).submit_alone(
         request.images,
         partial(model.feature_maps, layers=[specs[name] for name in layers]),
         deadline.remaining(),

@@ -133,6 +133,20 @@ class ServiceMetrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+        self.model_versions_loaded = Gauge(
+            "cnn_serve_model_versions_loaded",
+            "Versions of each model loaded, warmed up and serving.",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.model_load_refusals = Counter(
+            "cnn_serve_model_load_refusals_total",
+            "New or changed model versions refused (bad sha256, signature, ONNX, warm-up): the "
+            "versions already serving kept serving.",
+            ["model"],
+            registry=self.registry,
+        )
         # labels() validates and looks up under a lock: a few microseconds on every request.
         # The children are kept here instead; methods, route templates and statuses are all
         # bounded (see observe_exchange), so this stays small.

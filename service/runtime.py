@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from model_card import FeatureMapSpec, ModelCard
+from service.batching import DynamicBatcher
 from service.errors import InvalidInputError, ModelLoadError
 from service.reliability import DistanceModel, calibrated
 from service.repository import read_model_card
@@ -58,10 +59,22 @@ class Scored:
 
 
 class ModelRuntime:
-    """A loaded, checked and warmed-up model."""
+    """A loaded, checked and warmed-up model.
 
-    def __init__(self, model_dir: Path, intra_op_threads: int) -> None:
-        self.card: ModelCard = read_model_card(model_dir)
+    Args:
+        model_dir: the folder of its ``model.json``.
+        intra_op_threads: ONNX Runtime threads for one run.
+        version: the repository's version of it (its folder's number), which the card then
+            reports; None keeps the card's own.
+    """
+
+    def __init__(self, model_dir: Path, intra_op_threads: int, version: int | None = None) -> None:
+        card = read_model_card(model_dir)
+        self.card: ModelCard = (
+            card if version is None else card.model_copy(update={"version": str(version)})
+        )
+        # The dynamic batcher that queues this version's runs, once it serves.
+        self.batcher: DynamicBatcher[Scored] | None = None
         spec = self.card.reliability
         self.distance_model = None if spec is None else DistanceModel.load(model_dir, spec)
         try:

@@ -23,6 +23,7 @@ from starlette.types import Scope
 from service.config import Exposure, Settings
 
 OPEN_PREFIXES = ("/health/", "/v2/health/")
+REPOSITORY_PREFIX = "/v2/repository/"
 # Public even with API keys: the web page and the API docs hold no data, and ask for the key.
 PAGE_PATHS = ("/", "/favicon.ico", "/openapi.json", "/docs")
 PAGE_PREFIXES = ("/static/", "/docs/static/")
@@ -130,16 +131,29 @@ class ExposureRules:
     The operator port serves only those routes and health; the main port serves everything else.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, api_keys: bool = False) -> None:
         self.operator_port = settings.operator_port
+        self.api_keys = api_keys
         self.rules: list[tuple[Callable[[str], bool], Exposure]] = [
             (_is_docs, settings.docs),
             (_is_metrics, settings.metrics),
         ]
 
+    @staticmethod
+    def refusal(path: str) -> str:
+        """What a refused path's 404 says."""
+        if path.startswith(REPOSITORY_PREFIX):
+            return (
+                "the model repository API is served on the operator port "
+                "(CNN_SERVE_OPERATOR_PORT), or on this port when API keys are set"
+            )
+        return "Not Found"
+
     def allowed(self, scope: Scope) -> bool:
         path: str = scope["path"]
         on_operator_port = _on_port(scope, self.operator_port)
+        if path.startswith(REPOSITORY_PREFIX):  # Changes what is served: never anonymous.
+            return on_operator_port or self.api_keys
         for matches, exposure in self.rules:
             if matches(path):
                 if exposure == "off":

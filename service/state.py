@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.batching import DynamicBatcher
 from service.config import Settings
@@ -16,6 +16,13 @@ from service.payloads import PayloadLimits
 from service.preprocessing import ImageLimits
 from service.runtime import ModelRuntime, Scored
 
+
+def batcher_of(model: ModelRuntime) -> DynamicBatcher[Scored]:
+    """The batcher queueing ``model``'s runs (set when the version started serving)."""
+    assert model.batcher is not None, f"{model.name} v{model.card.version} is not serving"
+    return model.batcher
+
+
 RequestObserver = Callable[[str, int], None]
 """Called once per inference request with (model name, items in the request)."""
 OutcomeObserver = Callable[[str, bool, float], None]
@@ -24,18 +31,52 @@ StageObserver = Callable[[str, str, float], None]
 """Called with (stage, model name, seconds) for the preprocess and serialize stages."""
 
 
+Versions = dict[str, dict[str, ModelRuntime]]
+"""Model name -> version (its number, as text) -> the loaded runtime."""
+
+
 @dataclass
 class ServingState:
-    """The loaded models, their batchers, the inference threads and the metrics hooks."""
+    """The served model versions, the inference threads and the metrics hooks.
+
+    ``versions`` is replaced as a whole (``serve``), never changed in place, so that a request
+    sees one consistent set; each runtime carries the batcher that queues its runs.
+    """
 
     settings: Settings
-    models: dict[str, ModelRuntime]
-    batchers: dict[str, DynamicBatcher[Scored]]
+    versions: Versions
     executor: ThreadPoolExecutor
     observe_request: RequestObserver
     decode_budget: MemoryBudget
     observe_outcome: OutcomeObserver = lambda model, succeeded, seconds: None
     observe_stage: StageObserver = lambda stage, model, seconds: None
+    models: dict[str, ModelRuntime] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.serve(self.versions)
+
+    def serve(self, versions: Versions) -> None:
+        """Swap in a new set of versions at once; each model's default is its highest."""
+        self.versions = versions
+        self.models = {
+            name: by_version[max(by_version, key=int)]
+            for name, by_version in versions.items()
+            if by_version
+        }
+
+    @property
+    def batchers(self) -> dict[str, DynamicBatcher[Scored]]:
+        """Each model's default version's batcher."""
+        return {name: batcher_of(runtime) for name, runtime in self.models.items()}
+
+    @property
+    def queued_items(self) -> int:
+        """Items waiting in the queues of every served version."""
+        return sum(
+            batcher_of(runtime).queued_items
+            for by_version in self.versions.values()
+            for runtime in by_version.values()
+        )
 
     @contextmanager
     def stage(self, stage: str, model: str) -> Iterator[None]:
@@ -57,19 +98,31 @@ class ServingState:
             raise
         self.observe_outcome(model, True, time.perf_counter() - started)
 
-    def model(self, name: str | None) -> ModelRuntime:
-        """The named model (the default model when ``None``).
+    def model(self, name: str | None, version: str | None = None) -> ModelRuntime:
+        """The named model (the default model when ``None``), at its default version or at
+        ``version``.
 
         Raises:
-            ModelNotFoundError: no model of that name (404).
+            ModelNotFoundError: no model of that name, or no such version of it (404).
         """
         name = name or self.settings.default_model
-        try:
-            return self.models[name]
-        except KeyError:
+        if name not in self.models:
             raise ModelNotFoundError(
                 f"no model named {name!r}", details={"models": sorted(self.models)}
+            )
+        if version is None:
+            return self.models[name]
+        try:
+            return self.versions[name][version]
+        except KeyError:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version!r}",
+                details={"versions": self.version_numbers(name)},
             ) from None
+
+    def version_numbers(self, name: str) -> list[int]:
+        """The served versions of a model, ascending."""
+        return sorted(int(version) for version in self.versions.get(name, {}))
 
     @property
     def image_limits(self) -> ImageLimits:

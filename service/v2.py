@@ -162,8 +162,9 @@ def published_names(cards: dict[str, ModelCard]) -> list[str]:
     return sorted(names)
 
 
-def model_metadata(model: V2Model) -> dict[str, Any]:
-    """``$metadata_model_response``: the input and every output, from the model card."""
+def model_metadata(model: V2Model, versions: list[int]) -> dict[str, Any]:
+    """``$metadata_model_response``: the served ``versions``, the input and every output, from
+    the model card."""
     card = model.card
     height, width = card.image_size
     outputs = [
@@ -172,7 +173,7 @@ def model_metadata(model: V2Model) -> dict[str, Any]:
     ]
     return {
         "name": model.name,
-        "versions": [card.version],
+        "versions": [str(version) for version in versions],
         "platform": PLATFORM,
         "inputs": [{"name": card.input.name, "datatype": "FP32", "shape": [-1, height, width, 1]}],
         "outputs": outputs,
@@ -189,9 +190,10 @@ class BatchingLimits:
     instances: int
 
 
-def model_config(model: V2Model, limits: BatchingLimits) -> dict[str, Any]:
+def model_config(model: V2Model, limits: BatchingLimits, versions: list[int]) -> dict[str, Any]:
     """Triton's model configuration (``GET /v2/models/{name}/config``, as tritonclient's
-    ``get_model_config`` reads it): batch dimension left out of ``dims``, as Triton writes it.
+    ``get_model_config`` reads it): batch dimension left out of ``dims``, as Triton writes it;
+    the version policy as the versions served now.
     """
     card = model.card
     height, width = card.image_size
@@ -203,9 +205,7 @@ def model_config(model: V2Model, limits: BatchingLimits) -> dict[str, Any]:
         "name": model.name,
         "platform": TRITON_PLATFORM,
         "backend": "onnxruntime",
-        "version_policy": {"specific": {"versions": [int(card.version)]}}
-        if card.version.isdecimal()
-        else {"latest": {"num_versions": 1}},
+        "version_policy": {"specific": {"versions": versions}},
         "max_batch_size": limits.max_batch_size,
         "input": [
             {

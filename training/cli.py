@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from service.errors import ModelLoadError
+from service.repository import publish_version
 from training.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from training.augmentation import AUGMENTATIONS
 from training.data import DATASETS, VALIDATION_SIZE, DatasetError, Splits
@@ -35,6 +37,8 @@ COMMANDS = {
     "quantize": "make models/<name><suffix>: an int8 copy, refused if it loses accuracy",
     "drawings": "measure models/<name> on a drawings corpus and record it in model.json",
     "reliability": "refit models/<name>'s calibration and distance model (reliability.npz)",
+    "publish": "copy an exported model into models/<name>/<next version>/, atomically, for a "
+    "running service to pick up",
 }
 
 
@@ -107,6 +111,25 @@ def _parser() -> argparse.ArgumentParser:
         if command in ("export", "all"):
             sub.add_argument("--version", default="1")
             sub.add_argument("--verify-images", type=int, default=MIN_VERIFY_IMAGES)
+            sub.add_argument(
+                "--publish",
+                action="store_true",
+                help="write models/<name>/<next version>/ (atomically) instead of replacing "
+                "models/<name>: a running service loads it within CNN_SERVE_REPOSITORY_POLL_S",
+            )
+        if command == "publish":
+            sub.add_argument(
+                "--source",
+                type=Path,
+                default=None,
+                help="the exported model folder to publish (default: models/<name>, flat)",
+            )
+            sub.add_argument(
+                "--version", type=int, default=None, help="version number (default: the next)"
+            )
+            sub.add_argument(
+                "--force", action="store_true", help="replace that version if it exists"
+            )
     return parser
 
 
@@ -173,10 +196,17 @@ def _quantize(args: argparse.Namespace) -> None:
         record_drawings_accuracy(target, args.corpus)
 
 
+def _publish(source: Path, args: argparse.Namespace, version: int | None = None) -> None:
+    number = publish_version(source, args.models_dir / args.name, version, replace=args.force)
+    print(f"published {args.models_dir / args.name / str(number)}")
+
+
 def _train_evaluate_export(args: argparse.Namespace) -> None:
     run_dir = args.runs_dir / args.name
-    model_dir = args.models_dir / args.name
-    if args.command in ("export", "all"):
+    publishing = getattr(args, "publish", False)
+    # Published: exported beside the run first, then copied into the repository in one step.
+    model_dir = run_dir / "export" if publishing else args.models_dir / args.name
+    if args.command in ("export", "all") and not publishing:
         _check_target(model_dir, args.force)
     if args.command in ("train", "all"):
         config = _train_config(args)
@@ -192,7 +222,10 @@ def _train_evaluate_export(args: argparse.Namespace) -> None:
         _fit_reliability(model_dir, splits, args.dataset)
         if args.dataset == "mnist" and args.corpus.is_dir():
             record_drawings_accuracy(model_dir, args.corpus)
-        _warn_about_stale_variants(model_dir)
+        if publishing:
+            _publish(model_dir, args)
+        else:
+            _warn_about_stale_variants(model_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             _fit_reliability(args.models_dir / args.name, splits, args.dataset)
         elif args.command == "quantize":
             _quantize(args)
+        elif args.command == "publish":
+            _publish(args.source or args.models_dir / args.name, args, args.version)
         else:
             _train_evaluate_export(args)
     except (
@@ -214,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         QuantizationRejectedError,
         FileNotFoundError,
         ValueError,
+        ModelLoadError,
+        OSError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

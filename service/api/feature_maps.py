@@ -66,3 +66,11 @@ async def feature_maps_default(request: Request, state: Serving) -> Response:
 async def feature_maps_named(name: str, request: Request, state: Serving) -> Response:
     """Activations of each conv/pool layer for one image, named model."""
     return await _feature_maps(state, state.model(name), request)
+
+
+@router.post("/models/{name}/versions/{version}/feature-maps", **_DOCS)  # type: ignore[arg-type]
+async def feature_maps_version(
+    name: str, version: str, request: Request, state: Serving
+) -> Response:
+    """Activations of each conv/pool layer for one image, one version of the named model."""
+    return await _feature_maps(state, state.model(name, version), request)

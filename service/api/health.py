@@ -11,6 +11,7 @@ from service.api.responses import FastJSONResponse
 from service.api.schemas import HealthResponse, LiveResponse
 from service.metrics import ServiceMetrics
 from service.siblings import workers_not_serving
+from service.state import batcher_of
 
 router = APIRouter(tags=["operations"])
 
@@ -30,18 +31,22 @@ async def ready(request: Request) -> Response:
     if state is None:
         body = {"status": "not_ready", "models": [], "reason": "loading the models"}
         return FastJSONResponse(body, status_code=503)
-    models = sorted(state.models)
+    loaded = {
+        "models": sorted(state.models),
+        "versions": {name: state.version_numbers(name) for name in sorted(state.models)},
+    }
     if reason := workers_not_serving():
         return FastJSONResponse(
-            {"status": "not_ready", "models": models, "reason": reason}, status_code=503
+            {"status": "not_ready", **loaded, "reason": reason}, status_code=503
         )
-    return FastJSONResponse({"status": "ok", "models": models})
+    return FastJSONResponse({"status": "ok", **loaded})
 
 
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request, state: Serving) -> Response:
     """Prometheus metrics in the text exposition format."""
     service_metrics: ServiceMetrics = request.app.state.metrics
-    for name, batcher in state.batchers.items():
-        service_metrics.queued_items.labels(name).set(batcher.queued_items)
+    for name, by_version in state.versions.items():
+        queued = sum(batcher_of(runtime).queued_items for runtime in by_version.values())
+        service_metrics.queued_items.labels(name).set(queued)
     return Response(service_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

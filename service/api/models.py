@@ -10,16 +10,18 @@ from service.api.deps import Serving
 from service.api.responses import FastJSONResponse
 from service.api.schemas import ERROR_RESPONSES
 from service.runtime import ModelRuntime
+from service.state import ServingState
 
 router = APIRouter(tags=["models"], default_response_class=FastJSONResponse)
 
 
-def _summary(model: ModelRuntime, default_model: str) -> dict[str, Any]:
+def _summary(model: ModelRuntime, state: ServingState) -> dict[str, Any]:
     card = model.card
     return {
         "name": card.name,
         "version": card.version,
-        "default": card.name == default_model,
+        "versions": [str(version) for version in state.version_numbers(card.name)],
+        "default": card.name == state.settings.default_model,
         "architecture": card.raw.get("architecture"),
         "dataset": card.raw.get("dataset"),
         "labels": card.labels,
@@ -36,14 +38,13 @@ async def list_models(state: Serving) -> dict[str, Any]:
     """Every loaded model, with its labels, input, layers and test accuracy."""
     return {
         "default_model": state.settings.default_model,
-        "models": [
-            _summary(model, state.settings.default_model) for model in state.models.values()
-        ],
+        "models": [_summary(model, state) for model in state.models.values()],
     }
 
 
 @router.get("/models/{name}", responses=ERROR_RESPONSES)
-async def get_model(name: str, state: Serving) -> dict[str, Any]:
-    """One model's summary plus its full model.json."""
-    model = state.model(name)
-    return {**_summary(model, state.settings.default_model), "model_card": model.card.raw}
+@router.get("/models/{name}/versions/{version}", responses=ERROR_RESPONSES)
+async def get_model(name: str, state: Serving, version: str | None = None) -> dict[str, Any]:
+    """One model's summary plus its full model.json (its default version, or the one named)."""
+    model = state.model(name, version)
+    return {**_summary(model, state), "model_card": model.card.raw}

@@ -42,3 +42,11 @@ async def predict_default(request: Request, state: Serving) -> FastJSONResponse:
 async def predict_named(name: str, request: Request, state: Serving) -> FastJSONResponse:
     """Classify a batch of digits with the named model."""
     return await _predict(state, state.model(name), request)
+
+
+@router.post("/models/{name}/versions/{version}/predict", **_DOCS)  # type: ignore[arg-type]
+async def predict_version(
+    name: str, version: str, request: Request, state: Serving
+) -> FastJSONResponse:
+    """Classify a batch of digits with one version of the named model."""
+    return await _predict(state, state.model(name, version), request)

@@ -82,6 +82,9 @@ class LiveResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok", "not_ready"]
     models: list[str] = Field(description="the models loaded and warmed up")
+    versions: dict[str, list[int]] = Field(
+        default_factory=dict, description="each model's versions served"
+    )
     reason: str | None = Field(None, description="why not ready, when not")
 
 

@@ -8,6 +8,8 @@ deadlines, dynamic batcher and metrics as /predict.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import zlib
 from dataclasses import asdict
 from typing import Any
@@ -23,9 +25,11 @@ from service.api.responses import FastJSONResponse
 from service.errors import (
     BadRequestError,
     ModelNotFoundError,
+    NotReadyError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
+from service.lifecycle import ModelLifecycle
 from service.payloads import check_json_value_count, json_value_count
 from service.runtime import ModelRuntime
 from service.shared_memory import SharedMemoryRegistry
@@ -63,12 +67,16 @@ def _model(state: ServingState, name: str, version: str | None) -> tuple[ModelRu
             f"Request for unknown model: '{name}' is not found; models: "
             + ", ".join(v2.published_names(cards))
         )
-    if version is not None and version != published.card.version:
+    served = state.version_numbers(published.card.name)
+    if version is None:
+        return state.models[published.card.name], published
+    runtime = state.versions[published.card.name].get(version)
+    if runtime is None:
         raise ModelNotFoundError(
-            f"Request for unknown model: '{name}' version {version} is not found; it has "
-            f"version {published.card.version}"
+            f"Request for unknown model: '{name}' version {version} is not found; served "
+            f"versions: {', '.join(map(str, served))}"
         )
-    return state.models[published.card.name], published
+    return runtime, dataclasses.replace(published, card=runtime.card)
 
 
 @router.get("", responses=_ERRORS)
@@ -122,7 +130,8 @@ async def model_statistics(
 @router.get("/models/{name}/versions/{version}", responses=_ERRORS)
 async def model_metadata(name: str, state: Serving, version: str | None = None) -> dict[str, Any]:
     """The model's input and outputs (``<model>-features``: every feature map too)."""
-    return v2.model_metadata(_model(state, name, version)[1])
+    runtime, published = _model(state, name, version)
+    return v2.model_metadata(published, state.version_numbers(runtime.name))
 
 
 @router.get("/models/{name}/config", responses=_ERRORS)
@@ -136,7 +145,8 @@ async def model_config(name: str, state: Serving, version: str | None = None) ->
         preferred_batch_size=settings.batch_max_items,
         instances=settings.resolved_workers(),
     )
-    return v2.model_config(_model(state, name, version)[1], limits)
+    runtime, published = _model(state, name, version)
+    return v2.model_config(published, limits, state.version_numbers(runtime.name))
 
 
 @router.get("/models/{name}/ready", responses=_ERRORS)
@@ -316,3 +326,70 @@ async def infer(name: str, request: Request, state: Serving) -> Response:
 async def infer_version(name: str, version: str, request: Request, state: Serving) -> Response:
     """Run inference on a given model version (JSON or binary tensors)."""
     return await _infer(state, name, version, request)
+
+
+# Triton's model repository extension (docs/protocol/extension_model_repository.md): on the
+# operator port, or on the main one with an API key (service/security.py, ExposureRules).
+repository_router = APIRouter(prefix="/v2/repository", tags=["model repository (V2)"])
+
+
+class RepositoryIndexRequest(BaseModel):
+    """``$repository_index_request``: ``ready`` true lists only the versions serving."""
+
+    ready: bool = False
+
+
+class RepositoryModelRequest(BaseModel):
+    """``$repository_load_request`` / ``$repository_unload_request``: no parameters are used
+    (a model is loaded from its files on disk, never from a request)."""
+
+    parameters: dict[str, Any] | None = None
+
+
+def _lifecycle(request: Request) -> ModelLifecycle:
+    lifecycle: ModelLifecycle | None = request.app.state.lifecycle
+    if lifecycle is None or lifecycle.state is None:
+        raise NotReadyError("the service is starting or stopping")
+    return lifecycle
+
+
+async def _optional_body(request: Request, model: type[BaseModel]) -> BaseModel:
+    body = await request.body()
+    try:
+        return model.model_validate_json(body or b"{}")
+    except ValidationError as error:
+        raise BadRequestError(f"invalid repository request: {error.errors()[0]['msg']}") from None
+
+
+@repository_router.post("/index", responses=_ERRORS)
+async def repository_index(request: Request) -> list[dict[str, str]]:
+    """Every model version in the repository: READY, or UNAVAILABLE and why."""
+    lifecycle = _lifecycle(request)
+    options = await _optional_body(request, RepositoryIndexRequest)
+    assert isinstance(options, RepositoryIndexRequest)
+    entries = await asyncio.to_thread(lifecycle.index)
+    return [entry for entry in entries if entry["state"] == "READY" or not options.ready]
+
+
+@repository_router.post("/models/{name}/load", responses=_ERRORS)
+async def repository_load(name: str, request: Request) -> Response:
+    """Load a model's versions from disk (again), checked and warmed up, in every worker."""
+    lifecycle = _lifecycle(request)
+    options = await _optional_body(request, RepositoryModelRequest)
+    assert isinstance(options, RepositoryModelRequest)
+    if options.parameters:
+        raise BadRequestError(
+            f"load parameters are not supported ({', '.join(options.parameters)}): "
+            "models load from their files in the repository"
+        )
+    await lifecycle.load(name)
+    return Response(status_code=200)
+
+
+@repository_router.post("/models/{name}/unload", responses=_ERRORS)
+async def repository_unload(name: str, request: Request) -> Response:
+    """Stop serving a model in every worker (requests in flight finish), until loaded again."""
+    lifecycle = _lifecycle(request)
+    await _optional_body(request, RepositoryModelRequest)
+    await lifecycle.unload(name)
+    return Response(status_code=200)

@@ -185,3 +185,36 @@ def test_runs_alone_are_bounded_and_share_the_queue_bound_and_timeout() -> None:
                 timeout_s=0.05,
             )
         )
+
+
+def test_a_retired_batcher_finishes_what_it_holds_then_stops_and_serves_late_requests() -> None:
+    """A model version leaving service: requests queued or running finish on it, its collector
+    then stops; a request that picked the version just before still gets its answer."""
+    model = RecordingModel(delay_s=0.05)
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(2) as executor:
+            batcher = DynamicBatcher(
+                model,
+                executor,
+                max_batch_items=4,
+                max_delay_s=0.0,
+                max_queue_items=100,
+                concurrency=1,
+                timeout_s=5.0,
+            )
+            batcher.start()
+            held = [asyncio.create_task(batcher.submit(images_tagged(i, 1))) for i in range(8)]
+            await until_running(model)
+            batcher.retire()
+            answers = await asyncio.gather(*held)
+            assert [int(a[0, 0]) for a in answers] == list(range(8))
+            assert batcher._collector is not None
+            await asyncio.wait_for(batcher._collector, 2)  # Stopped by itself once idle.
+            late = await batcher.submit(images_tagged(42, 1))
+            assert int(late[0, 0]) == 42
+            await asyncio.wait_for(batcher._collector, 2)
+            await asyncio.sleep(0)  # The run's task ends just after its result is set.
+            assert batcher.idle
+
+    asyncio.run(scenario())
