@@ -29,7 +29,13 @@ from service.numbers import whole_number
 from service.preprocessing import checked_unit_interval
 from service.shared_memory import SharedMemoryRegistry
 
-SERVER_EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics"]
+SERVER_EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+]
 PLATFORM = "onnx_onnxv1"
 TRITON_PLATFORM = "onnxruntime_onnx"  # What Triton's model configuration calls this platform.
 FEATURES_SUFFIX = "-features"  # <model>-features: the model with its feature maps as outputs.

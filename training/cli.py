@@ -205,7 +205,7 @@ def _train_evaluate_export(args: argparse.Namespace) -> None:
     run_dir = args.runs_dir / args.name
     publishing = getattr(args, "publish", False)
     # Published: exported beside the run first, then copied into the repository in one step.
-    model_dir = run_dir / "export" if publishing else args.models_dir / args.name
+    model_dir = (run_dir / "publish" if publishing else args.models_dir) / args.name
     if args.command in ("export", "all") and not publishing:
         _check_target(model_dir, args.force)
     if args.command in ("train", "all"):

@@ -70,3 +70,31 @@ def test_offline_training_without_data_is_one_line_and_exit_1(
     error = capsys.readouterr().err
     assert code == 1
     assert error.count("\n") == 1 and error.startswith("error: MNIST is not on this machine")
+
+
+def test_all_with_publish_writes_the_next_version_and_leaves_the_served_one(
+    models_dir: Path, tmp_path: Path, mnist_digits: tuple[object, object]
+) -> None:
+    """``all --publish``: trained, exported and checked beside the run, then published as
+    ``models/<name>/2/`` (the flat layout is version 1) in one rename."""
+    import numpy as np
+
+    images, labels = mnist_digits
+    data = tmp_path / "mnist.npz"
+    np.savez(data, x_train=images[:400], y_train=labels[:400], x_test=images[400:],
+             y_test=labels[400:])  # fmt: skip
+    before = (models_dir / "mnist-deep-cnn" / "model.onnx").read_bytes()
+    code = main(
+        ["all", "--name", "mnist-deep-cnn", "--data", str(data), "--epochs", "1",
+         "--validation-size", "100", "--verify-images", "100", "--runs-dir", str(tmp_path / "runs"),
+         "--models-dir", str(models_dir), "--corpus", str(tmp_path / "no-corpus"), "--publish"]
+    )  # fmt: skip
+    assert code == 0
+    published = models_dir / "mnist-deep-cnn" / "2"
+    card = json.loads((published / "model.json").read_text())
+    assert card["version"] == "2" and card["name"] == "mnist-deep-cnn"
+    assert (published / "model.onnx").is_file() and (published / "reliability.npz").is_file()
+    assert (models_dir / "mnist-deep-cnn" / "model.onnx").read_bytes() == before
+    assert not [p for p in (models_dir / "mnist-deep-cnn").iterdir() if p.name.startswith(".")]
+    assert main(["publish", "--name", "mnist-deep-cnn", "--source", str(published),
+                 "--models-dir", str(models_dir), "--version", "2"]) == 1  # fmt: skip
