@@ -102,9 +102,11 @@ def main(arguments: Sequence[str] | None = None) -> int:
         # One registry of shared-memory regions for every worker (service/shared_memory.py).
         registry_dir = tempfile.mkdtemp(prefix="cnn-serve-shm-")
         os.environ[REGISTRY_ENV] = registry_dir
-    # The repository API's requests, read by every worker (service/lifecycle.py).
-    control_dir = tempfile.mkdtemp(prefix="cnn-serve-repository-")
-    os.environ.setdefault(CONTROL_ENV, os.path.join(control_dir, "control.json"))
+    control_dir = None
+    if workers > 1 and not os.environ.get(CONTROL_ENV):
+        # The repository API's requests, read by every worker (service/lifecycle.py).
+        control_dir = tempfile.mkdtemp(prefix="cnn-serve-repository-")
+        os.environ[CONTROL_ENV] = os.path.join(control_dir, "control.json")
     try:
         return serve(settings, workers)
     except PortInUseError as error:
