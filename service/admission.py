@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from starlette.types import Scope
 
-INFERENCE_SUFFIXES = ("/predict", "/feature-maps", "/infer")
+INFERENCE_SUFFIXES = ("/predict", "/feature-maps", "/explain", "/infer")
 # Smoothing of the throughput estimate: the weight of each new batch.
 THROUGHPUT_SMOOTHING = 0.05
 

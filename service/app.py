@@ -23,7 +23,7 @@ from starlette.responses import FileResponse, HTMLResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.admission import Admission
-from service.api import feature_maps, health, models, predict, v2
+from service.api import explain, feature_maps, health, models, predict, v2
 from service.batching import DynamicBatcher
 from service.config import Settings, get_settings
 from service.edge import EdgeMiddleware
@@ -149,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         predict.router,
         v2.infer_router,
         feature_maps.router,
+        explain.router,
         models.router,
         health.router,
         v2.router,

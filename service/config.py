@@ -84,13 +84,19 @@ class Settings(BaseSettings):
         le=256,
         description="Most images in one V2 request that asks for feature-map outputs.",
     )
+    max_explain_items: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Most images in one /explain request (each costs about 170 forward runs).",
+    )
     feature_map_queue_items: int = Field(
         64,
         ge=1,
         le=4096,
-        description="Images of feature-map requests one worker process queues or runs at once "
-        "(each returns every layer's activations, thousands of times a prediction's data); "
-        "more are refused (503).",
+        description="Images of feature-map and explanation requests one worker process queues "
+        "or runs at once (each returns every layer's activations, thousands of times a "
+        "prediction's data, or costs about 170 runs); more are refused (503).",
     )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body, checked before reading."

@@ -11,8 +11,9 @@ import numpy as np
 
 from model_card import PreprocessMethod
 from service.errors import InvalidInputError
+from service.explain import Explanation, occlusion
 from service.limits import Deadline
-from service.options import FeatureMapOptions
+from service.options import ExplainOptions, FeatureMapOptions
 from service.payloads import Payload
 from service.preprocessing import (
     arrays_to_batch,
@@ -249,3 +250,73 @@ async def _v2_outputs(
     outputs = {model.card.probabilities_output: maps.probabilities}
     outputs.update({name: maps.layers[specs[name]] for name in layers})
     return outputs
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """What the model saw, float32 (N, H, W, 1), its scored predictions, each image's
+    explanation, and what preprocessing noticed."""
+
+    model: ModelRuntime
+    images: np.ndarray
+    scored: Scored
+    explanations: list[Explanation]
+    notes: list[set[str]]
+
+
+def _explanation_target(options: ExplainOptions, model: ModelRuntime) -> int | None:
+    classes = len(model.card.labels)
+    if options.target is not None and options.target >= classes:
+        raise InvalidInputError(
+            f"target must be a class index from 0 to {classes - 1} for model {model.name}"
+        )
+    return options.target
+
+
+def _explain_run(
+    model: ModelRuntime, target: int | None, images: np.ndarray
+) -> tuple[Scored, list[Explanation]]:
+    scored = model.predict_scored(images)
+    _, explanations = occlusion(model.predict, images, [target] * images.shape[0])
+    return scored, explanations
+
+
+async def explain(
+    state: ServingState, model: ModelRuntime, payload: Payload, deadline: Deadline
+) -> ExplainResult:
+    """Explain each image's prediction (or ``target``) with the requested method, in the
+    batcher's queue like a feature-map run (its many forward runs run alone)."""
+    assert isinstance(payload.options, ExplainOptions)
+    target = _explanation_target(payload.options, model)
+    top_k_option(payload, model)
+    notes: list[set[str]] = []
+    with state.stage("preprocess", model.name):
+        images = await model_input(state, model, payload, deadline, notes)
+    with state.at_model(model.name, images.shape[0]):
+        deadline.check()
+        scored, explanations = await batcher_of(model).submit_alone(
+            images, partial(_explain_run, model, target), deadline.remaining()
+        )
+    return ExplainResult(model, images, scored, explanations, notes)
+
+
+def explain_document(result: ExplainResult, top_k: int | None) -> dict[str, Any]:
+    """The JSON form of an explanation: per image, its target, method, saliency (H, W) and
+    the prediction as /predict gives it."""
+    model = result.model
+    reasons = judged(model, result.images, result.scored, result.notes)
+    predictions = describe_predictions(result.scored.calibrated, model.card.labels, top_k, reasons)
+    return {
+        "model": model.name,
+        "version": model.card.version,
+        "explanations": [
+            {
+                "target": explanation.target,
+                "label": model.card.labels[explanation.target],
+                "method": explanation.method,
+                "saliency": explanation.saliency,
+                "prediction": prediction,
+            }
+            for explanation, prediction in zip(result.explanations, predictions, strict=True)
+        ],
+    }

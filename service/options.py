@@ -65,8 +65,31 @@ class FeatureMapOptions(PredictOptions):
         return value
 
 
-OPTION_FIELDS = frozenset(FeatureMapOptions.model_fields)
-"""Every option name, of either route: what a JSON body may hold besides its data."""
+class ExplainOptions(PredictOptions):
+    """Options of /explain."""
+
+    target: Annotated[int | None, Field(ge=0, strict=True)] = Field(
+        None, description="The class index to explain (default: each image's predicted class)."
+    )
+    method: Literal["occlusion"] = Field(
+        "occlusion",
+        description="occlusion: the drop of the target's probability when a 5x5 patch of the "
+        "input is blanked, at every position (forward runs only: every model has it).",
+    )
+    format: Literal["json", "png"] | None = Field(
+        None,
+        description="png: the saliency over what the model saw, red for the target, blue "
+        "against it (one image; Accept: image/png works too).",
+    )
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target_text(cls, value: Any) -> Any:
+        return PredictOptions._integer_text(value)
+
+
+OPTION_FIELDS = frozenset(FeatureMapOptions.model_fields) | frozenset(ExplainOptions.model_fields)
+"""Every option name, of any route: what a JSON body may hold besides its data."""
 
 
 OptionsT = TypeVar("OptionsT", bound=PredictOptions)

@@ -106,3 +106,30 @@ def sheet_size(shapes: list[tuple[int, int, int]]) -> tuple[int, int]:
         max(geometry.width for geometry in geometries),
         sum(geometry.height for geometry in geometries) + SECTION_GAP * (len(geometries) - 1),
     )
+
+
+SALIENCY_SCALE = 10  # 28x28 -> 280x280
+FOR_TARGET = np.array([214, 39, 40], dtype=np.float32)  # red: ink that speaks for the target
+AGAINST_TARGET = np.array([31, 119, 180], dtype=np.float32)  # blue: ink that speaks against it
+
+
+def saliency_png(seen: np.ndarray, saliency: np.ndarray) -> bytes:
+    """A signed saliency map over what the model saw, as a PNG: the input in grey, red where
+    the pixels speak for the target, blue where against, the colour's strength by magnitude
+    (scaled to the map's largest; white-free, so that both signs stay readable on black).
+
+    Args:
+        seen: float32 (H, W) in [0, 1], the model's input.
+        saliency: float32 (H, W), signed.
+    """
+    grey = np.repeat((np.clip(seen, 0.0, 1.0) * 160.0)[..., np.newaxis], 3, axis=2)
+    largest = float(np.abs(saliency).max())
+    strength = np.abs(saliency) / largest if largest > 0 else np.zeros_like(saliency)
+    colour = np.where((saliency >= 0)[..., np.newaxis], FOR_TARGET, AGAINST_TARGET)
+    alpha = np.clip(strength, 0.0, 1.0)[..., np.newaxis] ** 0.7
+    mixed = grey * (1.0 - alpha) + colour * alpha
+    picture = Image.fromarray(mixed.astype(np.uint8), mode="RGB")
+    side = (seen.shape[1] * SALIENCY_SCALE, seen.shape[0] * SALIENCY_SCALE)
+    buffer = io.BytesIO()
+    picture.resize(side, Image.Resampling.NEAREST).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service.options import FeatureMapOptions, PredictOptions
+from service.options import ExplainOptions, FeatureMapOptions, PredictOptions
 from service.payloads import MAX_TENSOR_DIMENSIONS, RAW_DTYPES
 
 EXAMPLE_ZERO_IMAGE = [[0.0] * 28 for _ in range(28)]
@@ -29,6 +29,10 @@ class PredictRequest(PredictOptions, _Data):
 
 class FeatureMapsRequest(FeatureMapOptions, _Data):
     """JSON body of /feature-maps: one instance or image, plus options."""
+
+
+class ExplainRequest(ExplainOptions, _Data):
+    """JSON body of /explain: instances or images (a small batch), plus options."""
 
 
 class ClassProbability(BaseModel):
@@ -63,6 +67,23 @@ class FeatureMapsResponse(BaseModel):
     prediction: Prediction
     input: list[list[float]] = Field(description="The 28x28 image the model saw, in [0, 1].")
     layers: list[LayerValues]
+
+
+class ExplanationValues(BaseModel):
+    target: int = Field(description="The class explained.")
+    label: str
+    method: str
+    saliency: list[list[float]] = Field(
+        description="28x28, signed: positive where the pixel speaks for the target, in units "
+        "of its log-probability."
+    )
+    prediction: Prediction
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    version: str
+    explanations: list[ExplanationValues]
 
 
 class ErrorBody(BaseModel):
@@ -141,7 +162,11 @@ RAW_TENSOR_HEADER_DOCS: list[dict[str, Any]] = [
 
 def operation_docs(options: type[PredictOptions], single: bool) -> dict[str, Any]:
     """``openapi_extra`` of a route that reads its own body: parameters and every body form."""
-    body_model = FeatureMapsRequest if issubclass(options, FeatureMapOptions) else PredictRequest
+    body_model: type[BaseModel] = PredictRequest
+    if issubclass(options, FeatureMapOptions):
+        body_model = FeatureMapsRequest
+    elif issubclass(options, ExplainOptions):
+        body_model = ExplainRequest
     return {
         "parameters": [*query_parameter_docs(options), *RAW_TENSOR_HEADER_DOCS],
         **request_body_docs(body_model, single),

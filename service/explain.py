@@ -1,0 +1,122 @@
+"""Why the network gave its answer: a saliency map per image, in the model's input space.
+
+``occlusion`` (Zeiler and Fergus, 2014) works for every model, the int8 one included, since it
+needs only forward passes: a square patch of the input is set to the baseline (0, no ink) at
+every position of a grid, all the occluded copies run in batches, and each pixel's saliency is
+the mean drop of the target class's log-probability over the patches that covered it (log, so
+that a confident class, whose probability barely moves, and an unlikely one, "why not 9?",
+both get a readable map). Positive:
+the pixel's ink speaks for the target; negative: against it (ink whose removal makes the target
+more likely, the stroke that turns a 1 into a 7). Zero where covering changes nothing.
+
+Faithfulness is tested, not assumed (``tests/service/test_explain.py``): deleting pixels in
+saliency order lowers the target probability much faster than deleting them in random order
+(Petsiuk et al., 2018), and the maps of a network with re-initialised weights are unrelated to
+the trained network's (Adebayo et al., 2018).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+METHODS = ("occlusion",)
+OCCLUSION_PATCH = 5  # pixels of the 28x28 input: about a stroke's width and a half
+OCCLUSION_STRIDE = 2
+OCCLUSION_BASELINE = 0.0  # no ink
+MAX_BATCH = 256  # occluded copies per forward run
+
+Forward = Callable[[np.ndarray], np.ndarray]
+"""float32 (N, H, W, 1) -> float32 (N, classes) probabilities."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One image's saliency for one target class.
+
+    ``saliency``: float32 (H, W), signed, in units of the target's natural log-probability.
+    """
+
+    target: int
+    method: str
+    saliency: np.ndarray
+
+
+def patch_origins(side: int, patch: int, stride: int) -> list[int]:
+    """Where a patch starts along one side, so that the last one ends at the edge."""
+    origins = list(range(0, side - patch + 1, stride))
+    if origins[-1] != side - patch:
+        origins.append(side - patch)
+    return origins
+
+
+def occlusion(
+    forward: Forward,
+    images: np.ndarray,
+    targets: list[int | None],
+    patch: int = OCCLUSION_PATCH,
+    stride: int = OCCLUSION_STRIDE,
+) -> tuple[np.ndarray, list[Explanation]]:
+    """Occlusion saliency of each image for its target (None: the predicted class).
+
+    Args:
+        forward: the model's plain run.
+        images: float32 (N, H, W, 1) in the model's input space.
+
+    Returns:
+        The probabilities of the unoccluded images, float32 (N, classes), and one
+        ``Explanation`` per image.
+    """
+    probabilities = _batched(forward, images)
+    _, height, width, _ = images.shape
+    rows, columns = patch_origins(height, patch, stride), patch_origins(width, patch, stride)
+    positions = [(row, column) for row in rows for column in columns]
+    explanations = []
+    for index, wanted in enumerate(targets):
+        target = int(probabilities[index].argmax()) if wanted is None else wanted
+        copies = np.repeat(images[index : index + 1], len(positions), axis=0)
+        for copy, (row, column) in zip(copies, positions, strict=True):
+            copy[row : row + patch, column : column + patch] = OCCLUSION_BASELINE
+        occluded = _batched(forward, copies)[:, target]
+        drops = _log(probabilities[index, target]) - _log(occluded)
+        total = np.zeros((height, width), dtype=np.float64)
+        covered = np.zeros((height, width), dtype=np.float64)
+        for drop, (row, column) in zip(drops, positions, strict=True):
+            total[row : row + patch, column : column + patch] += drop
+            covered[row : row + patch, column : column + patch] += 1
+        saliency = (total / np.maximum(covered, 1)).astype(np.float32)
+        explanations.append(Explanation(target, "occlusion", saliency))
+    return probabilities, explanations
+
+
+def _log(probabilities: np.ndarray) -> np.ndarray:
+    return np.asarray(np.log(np.clip(probabilities, 1e-12, 1.0)))
+
+
+def _batched(forward: Forward, images: np.ndarray) -> np.ndarray:
+    return np.concatenate(
+        [forward(images[start : start + MAX_BATCH]) for start in range(0, len(images), MAX_BATCH)]
+    )
+
+
+def deletion_curve(
+    forward: Forward, image: np.ndarray, target: int, order: np.ndarray, steps: int = 20
+) -> np.ndarray:
+    """The target's probability as the pixels are set to the baseline in ``order``, in
+    ``steps`` equal parts of the image's inked pixels (Petsiuk et al.'s deletion metric).
+
+    Args:
+        image: float32 (H, W, 1); order: pixel indices (flattened), most important first.
+
+    Returns:
+        float32 (steps + 1,), from the untouched image to every inked pixel removed.
+    """
+    inked = set(np.flatnonzero(image[..., 0] > 0).tolist())
+    ranked = [pixel for pixel in order.tolist() if pixel in inked]
+    copies = np.repeat(image[np.newaxis], steps + 1, axis=0)
+    for step in range(1, steps + 1):
+        removed = ranked[: round(step * len(ranked) / steps)]
+        copies[step].reshape(-1)[removed] = OCCLUSION_BASELINE
+    return _batched(forward, copies)[:, target].astype(np.float32)
