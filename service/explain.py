@@ -5,7 +5,9 @@ needs only forward passes: a square patch of the input is set to the baseline (0
 every position of a grid, all the occluded copies run in batches, and each pixel's saliency is
 the mean drop of the target class's log-probability over the patches that covered it (log, so
 that a confident class, whose probability barely moves, and an unlikely one, "why not 9?",
-both get a readable map). Positive:
+both get a readable map). For a class other than the predicted one ("why not 9?") the score is
+the contrast log p(9) - log p(predicted), so that the map shows what makes the answer 7 rather
+than 9, not merely everything that makes it look unlike a 9. Positive:
 the pixel's ink speaks for the target; negative: against it (ink whose removal makes the target
 more likely, the stroke that turns a 1 into a 7). Zero where covering changes nothing.
 
@@ -75,12 +77,15 @@ def occlusion(
     positions = [(row, column) for row in rows for column in columns]
     explanations = []
     for index, wanted in enumerate(targets):
-        target = int(probabilities[index].argmax()) if wanted is None else wanted
+        predicted = int(probabilities[index].argmax())
+        target = predicted if wanted is None else wanted
         copies = np.repeat(images[index : index + 1], len(positions), axis=0)
         for copy, (row, column) in zip(copies, positions, strict=True):
             copy[row : row + patch, column : column + patch] = OCCLUSION_BASELINE
-        occluded = _batched(forward, copies)[:, target]
-        drops = _log(probabilities[index, target]) - _log(occluded)
+        occluded = _batched(forward, copies)
+        drops = _score(probabilities[index : index + 1], target, predicted) - _score(
+            occluded, target, predicted
+        )
         total = np.zeros((height, width), dtype=np.float64)
         covered = np.zeros((height, width), dtype=np.float64)
         for drop, (row, column) in zip(drops, positions, strict=True):
@@ -89,6 +94,14 @@ def occlusion(
         saliency = (total / np.maximum(covered, 1)).astype(np.float32)
         explanations.append(Explanation(target, "occlusion", saliency))
     return probabilities, explanations
+
+
+def _score(probabilities: np.ndarray, target: int, predicted: int) -> np.ndarray:
+    """log p(target), less log p(predicted) when the target is another class: (N,)."""
+    score = _log(probabilities[:, target])
+    if target != predicted:
+        score = score - _log(probabilities[:, predicted])
+    return score
 
 
 def _log(probabilities: np.ndarray) -> np.ndarray:

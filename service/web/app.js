@@ -20,6 +20,8 @@ const elements = {
   confidence: document.getElementById("confidence"),
   seenCanvas: document.getElementById("seen-canvas"),
   bars: document.getElementById("probability-bars"),
+  saliency: document.getElementById("saliency-image"),
+  saliencyCaption: document.getElementById("saliency-caption"),
   featureMaps: document.getElementById("feature-maps"),
 };
 
@@ -30,6 +32,9 @@ const state = {
   debounceTimer: null,
   inFlight: null,         // AbortController of the newest update
   objectUrls: [],
+  lastBlob: null,         // the image behind the results shown
+  explaining: null,       // AbortController of the newest explanation
+  saliencyUrl: null,
 };
 
 const context = elements.canvas.getContext("2d");
@@ -251,9 +256,13 @@ async function update() {
     }
     const body = await response.json();
     clearError();
-    showPrediction(body.prediction, model.labels);
+    state.lastBlob = blob;
+    showPrediction(body.prediction, model);
     showSeenInput(body.input);
-    await showFeatureMaps(base, blob, model, controller.signal);
+    await Promise.all([
+      showExplanation(model, blob, body.prediction.class_index, body.prediction.class_index),
+      showFeatureMaps(base, blob, model, controller.signal),
+    ]);
   } catch (error) {
     if (error.name !== "AbortError") showError(`Cannot reach the server: ${error.message}`);
   }
@@ -266,6 +275,8 @@ function clearResults() {
   elements.confidence.textContent = "";
   elements.bars.replaceChildren();
   elements.featureMaps.replaceChildren();
+  elements.saliency.hidden = true;
+  delete elements.saliency.dataset.target;
   elements.seenCanvas.getContext("2d").clearRect(0, 0, elements.seenCanvas.width, elements.seenCanvas.height);
   for (const url of state.objectUrls) URL.revokeObjectURL(url);
   state.objectUrls = [];
@@ -284,7 +295,8 @@ function doubtText(reason) {
   return DOUBTS[reason] || `not sure: ${reason}`;
 }
 
-function showPrediction(prediction, labels) {
+function showPrediction(prediction, model) {
+  const labels = model.labels;
   elements.label.textContent = prediction.label;
   const sure = `${(prediction.confidence * 100).toFixed(1)} % sure`;
   elements.confidence.textContent =
@@ -296,6 +308,15 @@ function showPrediction(prediction, labels) {
   const rows = order.map(({ probability, index }) => {
     const row = document.createElement("div");
     row.className = index === prediction.class_index ? "bar-row best" : "bar-row";
+    row.dataset.classIndex = String(index);
+    row.tabIndex = 0;
+    row.setAttribute("role", "button");
+    row.title = index === prediction.class_index ? `why ${labels[index]}?` : `why not ${labels[index]}?`;
+    const explain = () => showExplanation(model, state.lastBlob, index, prediction.class_index);
+    row.addEventListener("click", explain);
+    row.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); explain(); }
+    });
     const name = document.createElement("span");
     name.textContent = labels[index];
     const track = document.createElement("div");
@@ -333,6 +354,35 @@ function showSeenInput(pixels) {
   const seen = elements.seenCanvas.getContext("2d");
   seen.imageSmoothingEnabled = false;
   seen.drawImage(scratch, 0, 0, elements.seenCanvas.width, elements.seenCanvas.height);
+}
+
+// Which pixels made the model answer: /explain's saliency over what the model saw, for the
+// predicted class or for one a person clicks ("why not 9?").
+async function showExplanation(model, blob, target, predicted) {
+  if (!blob) return;
+  if (state.explaining) state.explaining.abort();
+  const controller = new AbortController();
+  state.explaining = controller;
+  const url = `/models/${encodeURIComponent(model.name)}/explain?format=png&target=${target}`;
+  try {
+    const response = await apiFetch(url, { method: "POST", body: imageForm(blob), signal: controller.signal });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    if (state.saliencyUrl) URL.revokeObjectURL(state.saliencyUrl);
+    state.saliencyUrl = URL.createObjectURL(await response.blob());
+    elements.saliency.src = state.saliencyUrl;
+    elements.saliency.dataset.target = String(target);
+    elements.saliency.alt = `saliency for ${model.labels[target]}`;
+    elements.saliency.hidden = false;
+    const label = model.labels[target];
+    elements.saliencyCaption.textContent = target === predicted
+      ? `Why ${label}: red pixels speak for it, blue against (click another class: why not?)`
+      : `Why not ${label}: blue pixels speak against it, red for it`;
+    for (const row of elements.bars.querySelectorAll(".bar-row")) {
+      row.classList.toggle("explained", row.dataset.classIndex === String(target));
+    }
+  } catch (error) {
+    if (error.name !== "AbortError") showError(`Cannot explain: ${error.message}`);
+  }
 }
 
 async function showFeatureMaps(base, blob, model, signal) {

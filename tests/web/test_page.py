@@ -255,3 +255,22 @@ def test_two_digits_say_the_service_is_not_sure(
     expect(page.locator("#confidence")).to_have_text(
         re.compile(r"^[0-9.]+ % sure$"), timeout=10_000
     )
+
+
+def test_the_page_explains_the_answer_and_why_not_another_class(page: Page) -> None:
+    """The saliency of the predicted class appears over what the model saw; clicking another
+    class in the list shows why not that one."""
+    draw(page, STROKES["7"])
+    expect(page.locator("#predicted-label")).to_have_text("7", timeout=10_000)
+    saliency = page.locator("#saliency-image")
+    expect(saliency).to_have_attribute("data-target", "7", timeout=10_000)
+    expect(page.locator("#saliency-caption")).to_contain_text("Why 7")
+    page.wait_for_function("() => document.getElementById('saliency-image').naturalWidth === 280")
+    page.locator(".bar-row[data-class-index='1']").click()
+    expect(saliency).to_have_attribute("data-target", "1", timeout=10_000)
+    expect(page.locator("#saliency-caption")).to_contain_text("Why not 1")
+    expect(page.locator(".bar-row.explained")).to_have_count(1)
+    page.locator(".bar-row[data-class-index='9']").focus()
+    page.keyboard.press("Enter")
+    expect(saliency).to_have_attribute("data-target", "9", timeout=10_000)
+    screenshot(page, "why-not-nine")
