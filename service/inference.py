@@ -25,7 +25,7 @@ from service.preprocessing import (
 from service.reliability import verdicts
 from service.runtime import FeatureMaps, ModelRuntime, Scored
 from service.state import ServingState, batcher_of
-from service.v2 import ParsedInference
+from service.v2 import SALIENCY_OUTPUT, ParsedInference
 
 
 def preprocess_method(payload: Payload, model: ModelRuntime) -> PreprocessMethod:
@@ -238,6 +238,13 @@ async def _v2_outputs(
     state: ServingState, model: ModelRuntime, request: ParsedInference, deadline: Deadline
 ) -> dict[str, np.ndarray]:
     layers = request.feature_map_layers
+    saliency = request.saliency
+    if saliency is not None:
+        run = partial(_v2_explained, model, layers, saliency.target)
+        outputs: dict[str, np.ndarray] = await batcher_of(model).submit_alone(
+            request.images, run, deadline.remaining()
+        )
+        return outputs
     if not layers:
         scored = await batcher_of(model).submit(request.images, deadline.remaining())
         return {model.card.probabilities_output: scored.probabilities}
@@ -271,6 +278,24 @@ def _explanation_target(options: ExplainOptions, model: ModelRuntime) -> int | N
             f"target must be a class index from 0 to {classes - 1} for model {model.name}"
         )
     return options.target
+
+
+def _v2_explained(
+    model: ModelRuntime, outputs: list[str], target: int | None, images: np.ndarray
+) -> dict[str, np.ndarray]:
+    """One run-alone of a V2 request that asks for the saliency: the probabilities, the named
+    feature-map ``outputs``, and the saliency, float32 (N, H, W)."""
+    layers = {spec.output: spec.layer for spec in model.card.feature_maps}
+    if outputs:
+        maps = model.feature_maps(images, layers=[layers[name] for name in outputs])
+        probabilities = maps.probabilities
+        tensors = {name: maps.layers[layers[name]] for name in outputs}
+    else:
+        probabilities, tensors = model.predict(images), {}
+    _, explanations = occlusion(model.predict, images, [target] * images.shape[0])
+    tensors[model.card.probabilities_output] = probabilities
+    tensors[SALIENCY_OUTPUT] = np.stack([explanation.saliency for explanation in explanations])
+    return tensors
 
 
 def _explain_run(

@@ -39,6 +39,11 @@ SERVER_EXTENSIONS = [
 PLATFORM = "onnx_onnxv1"
 TRITON_PLATFORM = "onnxruntime_onnx"  # What Triton's model configuration calls this platform.
 FEATURES_SUFFIX = "-features"  # <model>-features: the model with its feature maps as outputs.
+# An output returned only when named, and not in the metadata's outputs (so that "no outputs
+# named: all outputs" stays cheap; it costs about 170 forward runs an image): the occlusion
+# saliency, float32 (N, H, W), of each image for its predicted class or for the output's
+# "target" parameter.
+SALIENCY_OUTPUT = "saliency"
 HEADER_LENGTH = "inference-header-content-length"
 # Datatypes a request may use for the image input, and how their values become [0, 1].
 INPUT_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
@@ -115,6 +120,7 @@ class OutputRequest:
     binary: bool
     classes: int | None
     shared_memory: RegionSlice | None = None
+    target: int | None = None  # The class a saliency output explains (None: the predicted).
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,17 @@ class ParsedInference:
 
     @property
     def feature_map_layers(self) -> list[str]:
-        return [output.name for output in self.outputs if output.name != "probabilities"]
+        """The feature-map outputs asked for (their output names)."""
+        return [
+            output.name
+            for output in self.outputs
+            if output.name not in ("probabilities", SALIENCY_OUTPUT)
+        ]
+
+    @property
+    def saliency(self) -> OutputRequest | None:
+        """The saliency output, when asked for."""
+        return next((output for output in self.outputs if output.name == SALIENCY_OUTPUT), None)
 
 
 @dataclass(frozen=True)
@@ -292,6 +308,7 @@ def parse_request(
     max_items: int,
     max_feature_map_items: int,
     shared_memory: SharedMemoryRegistry | None = None,
+    max_explain_items: int = 16,
 ) -> ParsedInference:
     """Check a V2 inference request against the model and turn it into model input.
 
@@ -315,6 +332,11 @@ def parse_request(
     if parsed.feature_map_layers and parsed.images.shape[0] > max_feature_map_items:
         raise PayloadTooLargeError(
             f"feature-map outputs are returned for at most {max_feature_map_items} images a "
+            f"request, not {parsed.images.shape[0]}"
+        )
+    if parsed.saliency is not None and parsed.images.shape[0] > max_explain_items:
+        raise PayloadTooLargeError(
+            f"the saliency output is returned for at most {max_explain_items} images a "
             f"request, not {parsed.images.shape[0]}"
         )
     return parsed
@@ -509,9 +531,9 @@ def _checked_values(values: np.ndarray) -> np.ndarray:
 def _requested_outputs(request: InferenceRequest, model: V2Model) -> list[OutputRequest]:
     card = model.card
     binary_default = _flag(request.parameters, "binary_data_output", False)
-    known = list(model.output_shapes)
+    known = [*model.output_shapes, SALIENCY_OUTPUT]
     if request.outputs is None:
-        return [OutputRequest(name, binary_default, None) for name in known]
+        return [OutputRequest(name, binary_default, None) for name in model.output_shapes]
     outputs = []
     for item in request.outputs:
         if item.name not in known:
@@ -528,10 +550,31 @@ def _requested_outputs(request: InferenceRequest, model: V2Model) -> list[Output
         region = _region_slice(item.parameters)
         if region is not None and classes is not None:
             raise InvalidInputError("classification results cannot go to shared memory")
-        outputs.append(OutputRequest(item.name, binary, classes, region))
+        target = _saliency_target(item.name, item.parameters, card)
+        outputs.append(OutputRequest(item.name, binary, classes, region, target))
     if len({output.name for output in outputs}) != len(outputs):
         raise InvalidInputError("an output is requested twice")
     return outputs
+
+
+def _saliency_target(
+    name: str, parameters: dict[str, ParameterValue], card: ModelCard
+) -> int | None:
+    """The saliency output's ``target`` parameter (a class index), checked.
+
+    Raises:
+        InvalidInputError: a target on another output, or not a class index.
+    """
+    target = parameters.get("target")
+    if target is None:
+        return None
+    if name != SALIENCY_OUTPUT:
+        raise InvalidInputError(f"the target parameter applies to the {SALIENCY_OUTPUT} output")
+    if isinstance(target, bool) or not isinstance(target, int):
+        raise InvalidInputError("target must be a class index")
+    if not 0 <= target < len(card.labels):
+        raise InvalidInputError(f"target must be between 0 and {len(card.labels) - 1}")
+    return target
 
 
 def _unknown_output(model: V2Model, name: str) -> str:

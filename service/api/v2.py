@@ -302,6 +302,7 @@ async def _infer(state: ServingState, name: str, version: str | None, request: R
             limits.max_items,
             state.settings.max_feature_map_items,
             shared_memory,
+            state.settings.max_explain_items,
         )
     # Tensors need no decoding: the batcher's deadline bounds the wait, no client watcher needed.
     tensors = await inference.v2_infer(state, model, parsed, deadline)

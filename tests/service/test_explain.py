@@ -153,3 +153,36 @@ def test_maps_of_a_randomised_network_are_unrelated_to_the_trained_ones(
     assert abs(float(np.median(correlations))) < 0.3
     # The measure can tell: the trained network's maps with a 4x4 patch agree with its own.
     assert float(np.median(stable)) > 0.7
+
+
+def test_v2_returns_the_saliency_when_named_with_its_target(
+    client: TestClient, mnist_digits: Digits
+) -> None:
+    images = mnist_digits[0][:1] / 255.0
+    data = images.astype(np.float32).ravel().tolist()
+    tensor = {"name": "input", "datatype": "FP32", "shape": [1, 28, 28, 1], "data": data}
+    wanted = [{"name": "saliency", "parameters": {"target": 1}}, {"name": "conv1"}]
+    answer = client.post(
+        f"/v2/models/{MODEL}-features/infer", json={"inputs": [tensor], "outputs": wanted}
+    )
+    assert answer.status_code == 200, answer.text
+    outputs = {output["name"]: output for output in answer.json()["outputs"]}
+    assert outputs["saliency"]["shape"] == [1, 28, 28] and outputs["conv1"]["shape"][0] == 1
+    explained = client.post("/explain", json={"instances": images.tolist(), "target": 1}).json()[
+        "explanations"
+    ][0]["saliency"]
+    v2_map = np.array(outputs["saliency"]["data"]).reshape(28, 28)
+    assert np.allclose(v2_map, np.array(explained), atol=1e-5)
+    wrong = [{"name": "probabilities", "parameters": {"target": 1}}]
+    refused = client.post(f"/v2/models/{MODEL}/infer", json={"inputs": [tensor], "outputs": wrong})
+    assert refused.status_code == 400 and "saliency" in refused.json()["error"]
+    out_of_range = [{"name": "saliency", "parameters": {"target": 12}}]
+    refused = client.post(
+        f"/v2/models/{MODEL}/infer", json={"inputs": [tensor], "outputs": out_of_range}
+    )
+    assert refused.status_code == 400
+    many = {**tensor, "shape": [17, 28, 28, 1], "data": data * 17}
+    refused = client.post(
+        f"/v2/models/{MODEL}/infer", json={"inputs": [many], "outputs": [{"name": "saliency"}]}
+    )
+    assert refused.status_code == 400 and "at most 16" in refused.json()["error"]

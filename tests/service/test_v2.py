@@ -726,3 +726,25 @@ def test_statistics_are_summed_over_workers_as_tritonclient_reads_them() -> None
         assert stats["inference_count"] == 10
         assert len(client.get_inference_statistics()["model_stats"]) == 3
         client.close()
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_the_saliency_output_with_tritonclient(
+    triton_client: triton.InferenceServerClient, mnist_digits: tuple[np.ndarray, np.ndarray],
+    binary: bool,
+) -> None:  # fmt: skip
+    """Named, the saliency output comes back beside the probabilities: (N, 28, 28), the
+    occlusion map of each image's predicted class, positive on its strokes."""
+    images = (mnist_digits[0][:2] / 255.0).astype(np.float32)[..., np.newaxis]
+    outputs = [
+        triton.InferRequestedOutput(name, binary_data=binary)
+        for name in ("probabilities", "saliency")
+    ]
+    result = triton_client.infer(MODEL, [input_tensor(images, binary=binary)], outputs=outputs)
+    saliency = result.as_numpy("saliency")
+    assert saliency.shape == (2, 28, 28) and saliency.dtype == np.float32
+    inked = images[..., 0] > 0.5
+    assert all(saliency[index][inked[index]].mean() > 0 for index in range(2))
+    assert result.as_numpy("probabilities").argmax(axis=1).tolist() == mnist_digits[1][:2].tolist()
+    plain = triton_client.infer(MODEL, [input_tensor(images)])  # No outputs named: no saliency.
+    assert plain.as_numpy("saliency") is None
