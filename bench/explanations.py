@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from service.explain import deletion_curve, occlusion  # noqa: E402
 from service.runtime import ModelRuntime  # noqa: E402
-from tests.service.test_explain import randomised_session, rank_correlation  # noqa: E402
+from tests.service.test_explain_faithfulness import randomised_session, rank_correlation  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("mnist-deep-cnn", "mnist-deep-cnn-int8")

@@ -72,6 +72,17 @@ class ReliabilitySpec(BaseModel):
     max_distance: float = Field(gt=0)
 
 
+class ExplainersSpec(BaseModel):
+    """The gradient graph behind the gradient explanation methods (``training/explainers.py``):
+    ``file`` takes images and targets and returns the target logit, its input gradient and
+    Grad-CAM over ``gradcam_layer``."""
+
+    file: str
+    sha256: str
+    methods: list[str]
+    gradcam_layer: str
+
+
 class FilesSpec(BaseModel):
     onnx: str
     sha256: str
@@ -91,6 +102,7 @@ class ModelCard(BaseModel):
     feature_maps: list[FeatureMapSpec]
     files: FilesSpec
     reliability: ReliabilitySpec | None = None
+    explainers: ExplainersSpec | None = None
     raw: dict[str, Any] = {}
 
     @model_validator(mode="after")

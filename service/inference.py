@@ -11,7 +11,7 @@ import numpy as np
 
 from model_card import PreprocessMethod
 from service.errors import InvalidInputError
-from service.explain import Explanation, occlusion
+from service.explain import Explanation, gradcam, integrated_gradients, occlusion
 from service.limits import Deadline
 from service.options import ExplainOptions, FeatureMapOptions
 from service.payloads import Payload
@@ -271,6 +271,19 @@ class ExplainResult:
     notes: list[set[str]]
 
 
+def _explanation_method(options: ExplainOptions, model: ModelRuntime) -> str:
+    offered = model.explanation_methods
+    if options.method is None:
+        return offered[0]
+    if options.method not in offered:
+        raise InvalidInputError(
+            f"model {model.name} offers {', '.join(offered)}, not {options.method}"
+            + ("" if model.card.explainers else " (it has no gradient graph)"),
+            details={"methods": offered},
+        )
+    return options.method
+
+
 def _explanation_target(options: ExplainOptions, model: ModelRuntime) -> int | None:
     classes = len(model.card.labels)
     if options.target is not None and options.target >= classes:
@@ -299,10 +312,16 @@ def _v2_explained(
 
 
 def _explain_run(
-    model: ModelRuntime, target: int | None, images: np.ndarray
+    model: ModelRuntime, method: str, target: int | None, images: np.ndarray
 ) -> tuple[Scored, list[Explanation]]:
     scored = model.predict_scored(images)
-    _, explanations = occlusion(model.predict, images, [target] * images.shape[0])
+    targets = [target] * images.shape[0]
+    if method == "integrated_gradients":
+        _, explanations = integrated_gradients(model.predict, model.gradients, images, targets)
+    elif method == "gradcam":
+        _, explanations = gradcam(model.predict, model.gradients, images, targets)
+    else:
+        _, explanations = occlusion(model.predict, images, targets)
     return scored, explanations
 
 
@@ -313,6 +332,7 @@ async def explain(
     batcher's queue like a feature-map run (its many forward runs run alone)."""
     assert isinstance(payload.options, ExplainOptions)
     target = _explanation_target(payload.options, model)
+    method = _explanation_method(payload.options, model)
     top_k_option(payload, model)
     notes: list[set[str]] = []
     with state.stage("preprocess", model.name):
@@ -320,7 +340,7 @@ async def explain(
     with state.at_model(model.name, images.shape[0]):
         deadline.check()
         scored, explanations = await batcher_of(model).submit_alone(
-            images, partial(_explain_run, model, target), deadline.remaining()
+            images, partial(_explain_run, model, method, target), deadline.remaining()
         )
     return ExplainResult(model, images, scored, explanations, notes)
 
@@ -340,6 +360,7 @@ def explain_document(result: ExplainResult, top_k: int | None) -> dict[str, Any]
                 "label": model.card.labels[explanation.target],
                 "method": explanation.method,
                 "saliency": explanation.saliency,
+                **({"details": explanation.details} if explanation.details else {}),
                 "prediction": prediction,
             }
             for explanation, prediction in zip(result.explanations, predictions, strict=True)

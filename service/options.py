@@ -71,10 +71,13 @@ class ExplainOptions(PredictOptions):
     target: Annotated[int | None, Field(ge=0, strict=True)] = Field(
         None, description="The class index to explain (default: each image's predicted class)."
     )
-    method: Literal["occlusion"] = Field(
-        "occlusion",
-        description="occlusion: the drop of the target's probability when a 5x5 patch of the "
-        "input is blanked, at every position (forward runs only: every model has it).",
+    method: Literal["integrated_gradients", "gradcam", "occlusion"] | None = Field(
+        None,
+        description="integrated_gradients: the target logit's gradient integrated from a black "
+        "image (adds up to the logit's change); gradcam: the last convolution's evidence; "
+        "occlusion: the drop of the target's log-probability when a 5x5 patch is blanked "
+        "(forward runs only: every model has it). Default: the model's first (GET "
+        "/models/{name}: explanations).",
     )
     format: Literal["json", "png"] | None = Field(
         None,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from model_card import FeatureMapSpec, ModelCard
+from model_card import FeatureMapSpec, ModelCard, sha256_of
 from service.batching import DynamicBatcher
 from service.errors import InvalidInputError, ModelLoadError
 from service.reliability import DistanceModel, calibrated
@@ -38,6 +38,17 @@ class FeatureMaps:
 
     probabilities: np.ndarray
     layers: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Gradients:
+    """The gradient graph's outputs for a batch: ``logit`` float32 (N,), the target's score
+    before the softmax; ``input`` float32 (N, H, W, 1), its gradient with respect to the input;
+    ``gradcam`` float32 (N, h, w), Grad-CAM over the last convolution."""
+
+    logit: np.ndarray
+    input: np.ndarray
+    gradcam: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -87,10 +98,57 @@ class ModelRuntime:
             raise ModelLoadError(f"onnxruntime cannot load {model_dir}: {error}") from error
         self._check_signature()
         self.warm_up()
+        self._explainer = self._load_explainer(model_dir, intra_op_threads)
 
     @property
     def name(self) -> str:
         return self.card.name
+
+    def _load_explainer(
+        self, model_dir: Path, intra_op_threads: int
+    ) -> ort.InferenceSession | None:
+        """The gradient graph of ``card.explainers``, checked against its sha256, or None.
+
+        Raises:
+            ModelLoadError: the file is missing, altered or not a gradient graph.
+        """
+        spec = self.card.explainers
+        if spec is None:
+            return None
+        path = model_dir / spec.file
+        if not path.is_file() or sha256_of(path) != spec.sha256:
+            raise ModelLoadError(f"{path} is missing or does not match its sha256 in model.json")
+        try:
+            session = ort.InferenceSession(
+                str(path),
+                sess_options=session_options(intra_op_threads),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as error:  # onnxruntime raises its own untyped errors.
+            raise ModelLoadError(f"onnxruntime cannot load {path}: {error}") from error
+        names = {item.name for item in session.get_outputs()}
+        if not {"target_logit", "input_gradient", "gradcam"} <= names:
+            raise ModelLoadError(f"{path} is not a gradient graph (outputs {sorted(names)})")
+        return session
+
+    @property
+    def explanation_methods(self) -> list[str]:
+        """What ``/explain`` offers for this model: occlusion always, gradient methods when
+        the model has its gradient graph."""
+        gradients = [] if self.card.explainers is None else self.card.explainers.methods
+        return [*gradients, "occlusion"]
+
+    def gradients(self, images: np.ndarray, targets: np.ndarray) -> Gradients:
+        """One run of the gradient graph.
+
+        Args:
+            images: float32 (N, H, W, 1); targets: int64 (N,).
+        """
+        assert self._explainer is not None, f"{self.name} has no gradient graph"
+        logit, gradient, gradcam = self._explainer.run(
+            ["target_logit", "input_gradient", "gradcam"], {"images": images, "targets": targets}
+        )
+        return Gradients(logit, gradient, gradcam)
 
     def _check_signature(self) -> None:
         inputs = {item.name for item in self._session.get_inputs()}

@@ -22,7 +22,7 @@ TESTS = Path(__file__).resolve().parent
 # What makes a test slow (pytest -m "not slow" is the fast loop): the real server process, a
 # browser, the drawings corpus, training, the container and manifest tools.
 SLOW_DIRECTORIES = {"reliability", "web", "training", "deploy", "clients"}
-SLOW_MODULES = {"test_drawings.py", "test_photos.py"}
+SLOW_MODULES = {"test_drawings.py", "test_photos.py", "test_explain_faithfulness.py"}
 REAL_PROCESS_FIXTURES = {"live", "triton_client"}
 MODELS_DIR = ROOT / "models"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -23,12 +23,19 @@ from training.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from training.augmentation import AUGMENTATIONS
 from training.data import DATASETS, VALIDATION_SIZE, DatasetError, Splits
 from training.drawings import DEFAULT_CORPUS, record_drawings_accuracy
+from training.explainers import (
+    ExplanationCheckError,
+    UnsupportedArchitectureError,
+    export_explainers,
+    keras_model_from_onnx,
+)
 from training.export import MIN_VERIFY_IMAGES, ExportCheckError
 from training.pipeline import load_splits, load_trained, run_evaluate, run_export, run_train
 from training.quantize import QuantizationRejectedError, quantize_model
 from training.reliability import fit_reliability
 from training.train import TrainConfig
 
+CHECK_IMAGES = 200  # Test images the gradient graph is checked on.
 COMMANDS = {
     "train": "train a model into runs/<name> (Keras), with learning curves",
     "evaluate": "evaluate runs/<name> on the test set: metrics, confusion matrix, misclassified",
@@ -37,6 +44,8 @@ COMMANDS = {
     "quantize": "make models/<name><suffix>: an int8 copy, refused if it loses accuracy",
     "drawings": "measure models/<name> on a drawings corpus and record it in model.json",
     "reliability": "refit models/<name>'s calibration and distance model (reliability.npz)",
+    "explainers": "export models/<name>'s gradient graph (integrated gradients, Grad-CAM), "
+    "checked against tf.GradientTape",
     "publish": "copy an exported model into models/<name>/<next version>/, atomically, for a "
     "running service to pick up",
 }
@@ -196,6 +205,17 @@ def _quantize(args: argparse.Namespace) -> None:
         record_drawings_accuracy(target, args.corpus)
 
 
+def _explainers(args: argparse.Namespace) -> None:
+    """For a model already exported (its Keras run may be gone: rebuilt from its ONNX file)."""
+    model_dir = args.models_dir / args.name
+    architecture = json.loads((model_dir / "model.json").read_text())["architecture"]
+    model = keras_model_from_onnx(model_dir, architecture)
+    splits = load_splits(TrainConfig(dataset=args.dataset), args.data, args.validation_size)
+    entry = export_explainers(model, model_dir, splits.x_test[:CHECK_IMAGES])
+    difference = entry["verification"]["max_relative_gradient_difference_vs_gradient_tape"]
+    print(f"{model_dir / entry['file']}: gradients within {difference:.1g} of GradientTape")
+
+
 def _publish(source: Path, args: argparse.Namespace, version: int | None = None) -> None:
     number = publish_version(source, args.models_dir / args.name, version, replace=args.force)
     print(f"published {args.models_dir / args.name / str(number)}")
@@ -239,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             _fit_reliability(args.models_dir / args.name, splits, args.dataset)
         elif args.command == "quantize":
             _quantize(args)
+        elif args.command == "explainers":
+            _explainers(args)
         elif args.command == "publish":
             _publish(args.source or args.models_dir / args.name, args, args.version)
         else:
@@ -251,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         ValueError,
         ModelLoadError,
         OSError,
+        ExplanationCheckError,
+        UnsupportedArchitectureError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ import numpy as np
 
 from training.data import VALIDATION_SIZE, Splits, load_dataset
 from training.evaluate import evaluate_probabilities
+from training.explainers import UnsupportedArchitectureError, export_explainers
 from training.export import (
     MIN_VERIFY_IMAGES,
     build_model_card,
@@ -78,6 +79,9 @@ def run_evaluate(model: keras.Model, splits: Splits, run_dir: Path) -> dict[str,
     return metrics
 
 
+EXPLAINER_CHECK_IMAGES = 200
+
+
 def run_export(
     model: keras.Model,
     splits: Splits,
@@ -106,6 +110,11 @@ def run_export(
         training_seconds=config.extra.get("training_seconds"),
     )
     write_model_card(card, model_dir / "model.json")
+    try:
+        explainers = export_explainers(model, model_dir, check_images[:EXPLAINER_CHECK_IMAGES])
+        card["explainers"] = explainers
+    except UnsupportedArchitectureError as error:  # Occlusion still explains it.
+        print(f"no gradient explanations: {error}")
     for report in REPORT_FILES:
         if (run_dir / report).is_file():
             shutil.copyfile(run_dir / report, model_dir / report)

@@ -9,7 +9,6 @@ from fastapi import APIRouter
 from service.api.deps import Serving
 from service.api.responses import FastJSONResponse
 from service.api.schemas import ERROR_RESPONSES
-from service.explain import METHODS
 from service.runtime import ModelRuntime
 from service.state import ServingState
 
@@ -29,7 +28,7 @@ def _summary(model: ModelRuntime, state: ServingState) -> dict[str, Any]:
         "input": card.input.model_dump(),
         "preprocessing": card.preprocessing.model_dump(),
         "feature_maps": [spec.model_dump() for spec in card.feature_maps],
-        "explanations": list(METHODS),
+        "explanations": model.explanation_methods,
         "test_accuracy": card.raw.get("metrics", {}).get("test_accuracy"),
         "sha256": card.files.sha256,
     }

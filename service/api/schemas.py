@@ -74,8 +74,11 @@ class ExplanationValues(BaseModel):
     label: str
     method: str
     saliency: list[list[float]] = Field(
-        description="28x28, signed: positive where the pixel speaks for the target, in units "
-        "of its log-probability."
+        description="28x28, signed: positive where the pixel speaks for the target (units: the "
+        "logit for integrated gradients and gradcam, the log-probability for occlusion)."
+    )
+    details: dict[str, float] | None = Field(
+        None, description="integrated_gradients: steps used and completeness error."
     )
     prediction: Prediction
 

@@ -78,6 +78,9 @@ def test_model_card_describes_the_onnx_file(exported: dict[str, Path]) -> None:
     assert card["framework"]["opset"] == 17
     assert card["labels"] == MNIST_LABELS
     assert card["preprocessing"]["default"] == "mnist"
+    # Its gradient graph, exported from the trained Keras model and checked against the tape.
+    assert card["explainers"]["methods"] == ["integrated_gradients", "gradcam"]
+    assert card["explainers"]["sha256"] == sha256_of(model_dir / "explain.onnx")
     assert [layer["layer"] for layer in card["feature_maps"]] == [
         "conv1",
         "conv2",
