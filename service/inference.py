@@ -240,7 +240,12 @@ async def _v2_outputs(
     layers = request.feature_map_layers
     saliency = request.saliency
     if saliency is not None:
-        run = partial(_v2_explained, model, layers, saliency.target)
+        if saliency.method not in model.explanation_methods:
+            raise InvalidInputError(
+                f"model {model.name} offers {', '.join(model.explanation_methods)}, "
+                f"not {saliency.method}"
+            )
+        run = partial(_v2_explained, model, layers, saliency.target, saliency.method)
         outputs: dict[str, np.ndarray] = await batcher_of(model).submit_alone(
             request.images, run, deadline.remaining()
         )
@@ -294,7 +299,7 @@ def _explanation_target(options: ExplainOptions, model: ModelRuntime) -> int | N
 
 
 def _v2_explained(
-    model: ModelRuntime, outputs: list[str], target: int | None, images: np.ndarray
+    model: ModelRuntime, outputs: list[str], target: int | None, method: str, images: np.ndarray
 ) -> dict[str, np.ndarray]:
     """One run-alone of a V2 request that asks for the saliency: the probabilities, the named
     feature-map ``outputs``, and the saliency, float32 (N, H, W)."""
@@ -305,7 +310,7 @@ def _v2_explained(
         tensors = {name: maps.layers[layers[name]] for name in outputs}
     else:
         probabilities, tensors = model.predict(images), {}
-    _, explanations = occlusion(model.predict, images, [target] * images.shape[0])
+    explanations = _explanations(model, method, target, images)
     tensors[model.card.probabilities_output] = probabilities
     tensors[SALIENCY_OUTPUT] = np.stack([explanation.saliency for explanation in explanations])
     return tensors
@@ -314,15 +319,18 @@ def _v2_explained(
 def _explain_run(
     model: ModelRuntime, method: str, target: int | None, images: np.ndarray
 ) -> tuple[Scored, list[Explanation]]:
-    scored = model.predict_scored(images)
+    return model.predict_scored(images), _explanations(model, method, target, images)
+
+
+def _explanations(
+    model: ModelRuntime, method: str, target: int | None, images: np.ndarray
+) -> list[Explanation]:
     targets = [target] * images.shape[0]
     if method == "integrated_gradients":
-        _, explanations = integrated_gradients(model.predict, model.gradients, images, targets)
-    elif method == "gradcam":
-        _, explanations = gradcam(model.predict, model.gradients, images, targets)
-    else:
-        _, explanations = occlusion(model.predict, images, targets)
-    return scored, explanations
+        return integrated_gradients(model.predict, model.gradients, images, targets)[1]
+    if method == "gradcam":
+        return gradcam(model.predict, model.gradients, images, targets)[1]
+    return occlusion(model.predict, images, targets)[1]
 
 
 async def explain(

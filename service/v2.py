@@ -44,6 +44,7 @@ FEATURES_SUFFIX = "-features"  # <model>-features: the model with its feature ma
 # saliency, float32 (N, H, W), of each image for its predicted class or for the output's
 # "target" parameter.
 SALIENCY_OUTPUT = "saliency"
+SALIENCY_METHODS = ("occlusion", "integrated_gradients", "gradcam")
 HEADER_LENGTH = "inference-header-content-length"
 # Datatypes a request may use for the image input, and how their values become [0, 1].
 INPUT_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
@@ -121,6 +122,7 @@ class OutputRequest:
     classes: int | None
     shared_memory: RegionSlice | None = None
     target: int | None = None  # The class a saliency output explains (None: the predicted).
+    method: str = "occlusion"  # How a saliency output is made (service/explain.py).
 
 
 @dataclass(frozen=True)
@@ -551,7 +553,8 @@ def _requested_outputs(request: InferenceRequest, model: V2Model) -> list[Output
         if region is not None and classes is not None:
             raise InvalidInputError("classification results cannot go to shared memory")
         target = _saliency_target(item.name, item.parameters, card)
-        outputs.append(OutputRequest(item.name, binary, classes, region, target))
+        method = _saliency_method(item.name, item.parameters)
+        outputs.append(OutputRequest(item.name, binary, classes, region, target, method))
     if len({output.name for output in outputs}) != len(outputs):
         raise InvalidInputError("an output is requested twice")
     return outputs
@@ -575,6 +578,20 @@ def _saliency_target(
     if not 0 <= target < len(card.labels):
         raise InvalidInputError(f"target must be between 0 and {len(card.labels) - 1}")
     return target
+
+
+def _saliency_method(name: str, parameters: dict[str, ParameterValue]) -> str:
+    """The saliency output's ``method`` parameter (default occlusion: every model has it).
+
+    Raises:
+        InvalidInputError: a method on another output, or not one of the methods.
+    """
+    method = parameters.get("method", "occlusion")
+    if "method" in parameters and name != SALIENCY_OUTPUT:
+        raise InvalidInputError(f"the method parameter applies to the {SALIENCY_OUTPUT} output")
+    if method not in SALIENCY_METHODS:
+        raise InvalidInputError(f"method must be one of {', '.join(SALIENCY_METHODS)}")
+    return str(method)
 
 
 def _unknown_output(model: V2Model, name: str) -> str:

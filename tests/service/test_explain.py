@@ -122,3 +122,29 @@ def test_v2_returns_the_saliency_when_named_with_its_target(
         f"/v2/models/{MODEL}/infer", json={"inputs": [many], "outputs": [{"name": "saliency"}]}
     )
     assert refused.status_code == 400 and "at most 16" in refused.json()["error"]
+
+
+def test_v2_saliency_takes_a_method(client: TestClient, mnist_digits: Digits) -> None:
+    data = (mnist_digits[0][:1] / 255.0).astype(np.float32).ravel().tolist()
+    tensor = {"name": "input", "datatype": "FP32", "shape": [1, 28, 28, 1], "data": data}
+    wanted = [{"name": "saliency", "parameters": {"method": "integrated_gradients"}}]
+    answer = client.post(f"/v2/models/{MODEL}/infer", json={"inputs": [tensor], "outputs": wanted})
+    assert answer.status_code == 200, answer.text
+    explained = client.post(
+        "/explain",
+        json={
+            "instances": (mnist_digits[0][:1] / 255.0).tolist(),
+            "method": "integrated_gradients",
+        },
+    ).json()["explanations"][0]["saliency"]
+    v2_map = np.array(answer.json()["outputs"][0]["data"]).reshape(28, 28)
+    assert np.allclose(v2_map, np.array(explained), atol=1e-4)
+    gradcam_body = {
+        "inputs": [tensor],
+        "outputs": [{"name": "saliency", "parameters": {"method": "gradcam"}}],
+    }
+    refused = client.post(f"/v2/models/{MODEL}-int8/infer", json=gradcam_body)
+    assert refused.status_code == 400 and "occlusion" in refused.json()["error"]
+    unknown = [{"name": "saliency", "parameters": {"method": "lime"}}]
+    answer = client.post(f"/v2/models/{MODEL}/infer", json={"inputs": [tensor], "outputs": unknown})
+    assert answer.status_code == 400
