@@ -316,12 +316,6 @@ def _v2_explained(
     return tensors
 
 
-def _explain_run(
-    model: ModelRuntime, method: str, target: int | None, images: np.ndarray
-) -> tuple[Scored, list[Explanation]]:
-    return model.predict_scored(images), _explanations(model, method, target, images)
-
-
 def _explanations(
     model: ModelRuntime, method: str, target: int | None, images: np.ndarray
 ) -> list[Explanation]:
@@ -336,8 +330,9 @@ def _explanations(
 async def explain(
     state: ServingState, model: ModelRuntime, payload: Payload, deadline: Deadline
 ) -> ExplainResult:
-    """Explain each image's prediction (or ``target``) with the requested method, in the
-    batcher's queue like a feature-map run (its many forward runs run alone)."""
+    """Explain each image's prediction (or ``target``) with the requested method: the
+    predictions batched as /predict's, then one run-alone per image in the batcher's queue, under
+    the same bound and deadline as feature-map runs."""
     assert isinstance(payload.options, ExplainOptions)
     target = _explanation_target(payload.options, model)
     method = _explanation_method(payload.options, model)
@@ -345,11 +340,20 @@ async def explain(
     notes: list[set[str]] = []
     with state.stage("preprocess", model.name):
         images = await model_input(state, model, payload, deadline, notes)
+    batcher = batcher_of(model)
+    explanations: list[Explanation] = []
     with state.at_model(model.name, images.shape[0]):
         deadline.check()
-        scored, explanations = await batcher_of(model).submit_alone(
-            images, partial(_explain_run, model, method, target), deadline.remaining()
-        )
+        scored = await batcher.submit(images, deadline.remaining())
+        # One image a run: each takes up to a few hundred milliseconds, and other requests'
+        # batches run between them instead of waiting for the whole request.
+        for index in range(images.shape[0]):
+            deadline.check()
+            explanations += await batcher.submit_alone(
+                images[index : index + 1],
+                partial(_explanations, model, method, target),
+                deadline.remaining(),
+            )
     return ExplainResult(model, images, scored, explanations, notes)
 
 
