@@ -35,6 +35,7 @@ from service.runtime import ModelRuntime, Scored
 from service.security import ApiKeys, ExposureRules, OriginPolicy, load_api_keys
 from service.shared_memory import SharedMemoryRegistry
 from service.state import ServingState
+from service.tracing import Tracing
 
 logger = logging.getLogger("service")
 WEB_DIR = Path(__file__).parent / "web"
@@ -73,7 +74,9 @@ def _batcher_factory(
     return new_batcher
 
 
-def _lifespan(settings: Settings, metrics: ServiceMetrics, admission: Admission):  # type: ignore[no-untyped-def]
+def _lifespan(  # type: ignore[no-untyped-def]
+    settings: Settings, metrics: ServiceMetrics, admission: Admission, tracing: Tracing
+):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="onnx")
@@ -98,6 +101,7 @@ def _lifespan(settings: Settings, metrics: ServiceMetrics, admission: Admission)
             decode_budget=MemoryBudget(settings.decode_memory_mb * 2**20),
             observe_outcome=metrics.observe_outcome,
             observe_stage=metrics.observe_stage,
+            tracing=tracing,
         )
         # Everything allocated so far lives as long as the process: keep it out of the garbage
         # collector's generations so that collections under load stay short.
@@ -114,13 +118,19 @@ def _lifespan(settings: Settings, metrics: ServiceMetrics, admission: Admission)
             app.state.serving = None
             await lifecycle.stop()
             executor.shutdown(wait=True)
+            tracing.shutdown()
 
     return lifespan
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application; models load when its lifespan starts."""
+def create_app(settings: Settings | None = None, tracing: Tracing | None = None) -> FastAPI:
+    """Build the application; models load when its lifespan starts.
+
+    Args:
+        tracing: where spans go (default: as the ``OTEL_*`` variables say; off without them).
+    """
     settings = settings or get_settings()
+    tracing = tracing or Tracing.from_environment()
     metrics = ServiceMetrics()
     admission = Admission(
         max_requests=settings.max_inflight_requests,
@@ -133,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="cnn-serve",
         summary="Classify digits with CNNs exported from Keras to ONNX, and look inside them.",
         version="0.1.0",
-        lifespan=_lifespan(settings, metrics, admission),
+        lifespan=_lifespan(settings, metrics, admission, tracing),
         # /predict/ must not redirect: Starlette builds the redirect from the Host header.
         redirect_slashes=False,
     )
@@ -183,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         origins=OriginPolicy(settings.allowed_origins, settings.trusted_host_names),
         exposure=ExposureRules(settings, api_keys=bool(keys)),
         access_log=settings.access_log,
+        tracing=tracing,
     )
     app.add_middleware(V2ResponseCompression)
     # Added last = outermost: refusals from the edge (401, 413, 503) carry CORS headers too,
@@ -200,6 +211,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "x-shape",
                 "inference-header-content-length",
                 "x-request-id",
+                "traceparent",
+                "tracestate",
             ],
             expose_headers=["retry-after", "inference-header-content-length", "x-request-id"],
         )

@@ -29,6 +29,7 @@ from service.errors import (
     OverloadedError,
     PayloadTooLargeError,
 )
+from service.tracing import BatchTiming
 
 logger = logging.getLogger("service.batching")
 
@@ -38,6 +39,15 @@ requests waited in the queue)."""
 Result = TypeVar("Result")
 Rows = TypeVar("Rows")
 """What one batched run returns: anything sliced by rows like an array (``runtime.Scored``)."""
+
+
+def _record_timing(batch: list[_Pending], started_ns: int, items: int) -> None:
+    """The run's times, for the requests that trace theirs."""
+    ended_ns = time.time_ns()
+    for pending in batch:
+        if pending.timing is not None:
+            pending.timing.started_ns, pending.timing.ended_ns = started_ns, ended_ns
+            pending.timing.batch_items = items
 
 
 class _Retired(Exception):
@@ -52,6 +62,7 @@ class _Pending:
     future: asyncio.Future[Any] = field(repr=False)
     alone: Callable[[np.ndarray], Any] | None = None
     queued_at: float = field(default_factory=time.perf_counter, repr=False)
+    timing: BatchTiming | None = field(default=None, repr=False)  # Filled when traced.
 
     @property
     def size(self) -> int:
@@ -126,7 +137,9 @@ class DynamicBatcher(Generic[Rows]):
                 pending.future.set_exception(OverloadedError("the server is shutting down"))
         self._queued_items = 0
 
-    async def submit(self, images: np.ndarray, timeout_s: float | None = None) -> Rows:
+    async def submit(
+        self, images: np.ndarray, timeout_s: float | None = None, timing: BatchTiming | None = None
+    ) -> Rows:
         """Queue a request and wait for its rows of the batched result.
 
         Args:
@@ -142,7 +155,10 @@ class DynamicBatcher(Generic[Rows]):
             InferenceTimeoutError: no result within the timeout (504).
             InferenceError: the batch this request was in failed.
         """
-        return cast(Rows, await self._queued(_Pending(images, self._future()), timeout_s))
+        if timing is not None:
+            timing.queued_ns = time.time_ns()
+        pending = _Pending(images, self._future(), timing=timing)
+        return cast(Rows, await self._queued(pending, timeout_s))
 
     async def submit_alone(
         self,
@@ -269,6 +285,7 @@ class DynamicBatcher(Generic[Rows]):
             )
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
+            started_ns = time.time_ns()
             run = live[0].alone or self._run_batch  # A run-alone is a batch of one request.
             try:
                 outputs = await loop.run_in_executor(self._executor, run, images)
@@ -283,6 +300,7 @@ class DynamicBatcher(Generic[Rows]):
             if self._observer is not None:
                 waits = [started - pending.queued_at for pending in live]
                 self._observer(images.shape[0], time.perf_counter() - started, waits)
+            _record_timing(live, started_ns, images.shape[0])
             if live[0].alone is not None:
                 if not live[0].future.done():
                     live[0].future.set_result(outputs)

@@ -27,6 +27,7 @@ from service.errors import INTERNAL_ERROR, PayloadTooLargeError, error_response
 from service.metrics import ServiceMetrics
 from service.numbers import whole_number
 from service.security import ApiKeys, ExposureRules, OriginPolicy
+from service.tracing import Tracing
 
 logger = logging.getLogger("service")
 access_logger = logging.getLogger("service.access")
@@ -133,6 +134,7 @@ class EdgeMiddleware:
         origins: OriginPolicy,
         exposure: ExposureRules,
         access_log: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.access_log = access_log
@@ -142,6 +144,7 @@ class EdgeMiddleware:
         self.api_keys = api_keys
         self.origins = origins
         self.exposure = exposure
+        self.tracing = tracing or Tracing()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -155,7 +158,10 @@ class EdgeMiddleware:
         exchange.request_id = identity.encode("ascii")
         token = request_ids.CURRENT.set(identity)
         try:
-            await self._handle(exchange.scope, receive, exchange, headers)
+            if self.tracing.enabled:
+                await self._traced(exchange, receive, headers)
+            else:
+                await self._handle(exchange.scope, receive, exchange, headers)
         except PayloadTooLargeError as error:  # From the counting receive, where no handler saw it.
             if not exchange.started:
                 await exchange.refuse(scope, 413, "payload_too_large", error.message)
@@ -185,6 +191,20 @@ class EdgeMiddleware:
             if self.access_log:
                 _log_access(method, template, exchange.status, seconds)
             request_ids.CURRENT.reset(token)
+
+    async def _traced(self, exchange: _Exchange, receive: Receive, headers: _Headers) -> None:
+        """``_handle`` inside the request's server span (``service/tracing.py``)."""
+        scope = exchange.scope
+        with self.tracing.request(scope["method"], scope["path"], scope["headers"]) as span:
+            try:
+                await self._handle(scope, receive, exchange, headers)
+            finally:
+                route = getattr(scope.get("route"), "path", None)
+                if route is not None:
+                    span.update_name(f"{scope['method']} {route}")
+                    span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", exchange.status)
+                span.set_attribute("request.id", exchange.request_id.decode("ascii"))
 
     async def _handle(
         self, scope: Scope, receive: Receive, exchange: _Exchange, headers: _Headers

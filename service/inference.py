@@ -147,7 +147,10 @@ async def predict(
         images = await model_input(state, model, payload, deadline, notes)
     with state.at_model(model.name, images.shape[0]):
         deadline.check()
-        scored = await batcher_of(model).submit(images, deadline.remaining())
+        timing = state.batch_timing()
+        scored = await batcher_of(model).submit(images, deadline.remaining(), timing)
+    if timing is not None:
+        state.tracing.batch(timing, model.name)
     reasons = judged(model, images, scored, notes)
     return {
         "model": model.name,
@@ -251,7 +254,10 @@ async def _v2_outputs(
         )
         return outputs
     if not layers:
-        scored = await batcher_of(model).submit(request.images, deadline.remaining())
+        timing = state.batch_timing()
+        scored = await batcher_of(model).submit(request.images, deadline.remaining(), timing)
+        if timing is not None:
+            state.tracing.batch(timing, model.name)
         return {model.card.probabilities_output: scored.probabilities}
     specs = {spec.output: spec.layer for spec in model.card.feature_maps}
     maps = await batcher_of(model).submit_alone(

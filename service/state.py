@@ -15,6 +15,7 @@ from service.limits import Deadline, MemoryBudget
 from service.payloads import PayloadLimits
 from service.preprocessing import ImageLimits
 from service.runtime import ModelRuntime, Scored
+from service.tracing import BatchTiming, Tracing
 
 
 def batcher_of(model: ModelRuntime) -> DynamicBatcher[Scored]:
@@ -50,6 +51,7 @@ class ServingState:
     decode_budget: MemoryBudget
     observe_outcome: OutcomeObserver = lambda model, succeeded, seconds: None
     observe_stage: StageObserver = lambda stage, model, seconds: None
+    tracing: Tracing = field(default_factory=Tracing)
     models: dict[str, ModelRuntime] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,10 +82,19 @@ class ServingState:
 
     @contextmanager
     def stage(self, stage: str, model: str) -> Iterator[None]:
-        """Time one stage of a request for ``cnn_serve_stage_seconds`` (when it completes)."""
+        """Time one stage of a request for ``cnn_serve_stage_seconds`` (when it completes),
+        and trace it as a span when tracing is on."""
         started = time.perf_counter()
-        yield
+        if self.tracing.enabled:
+            with self.tracing.span(stage, model=model):
+                yield
+        else:
+            yield
         self.observe_stage(stage, model, time.perf_counter() - started)
+
+    def batch_timing(self) -> BatchTiming | None:
+        """Where the batcher records a request's queue and run times, when tracing is on."""
+        return BatchTiming() if self.tracing.enabled else None
 
     @contextmanager
     def at_model(self, model: str, items: int) -> Iterator[None]:

@@ -19,6 +19,13 @@ from container_facts import facts, problems  # noqa: E402
 
 COMPOSE = ROOT / "docker-compose.yml"
 # The container's own address and mount, and a port compose does not publish.
+# The OpenTelemetry variables service/tracing.py reads, passed through too.
+TRACING = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_SERVICE_NAME",
+}
 NOT_PASSED = {"CNN_SERVE_HOST", "CNN_SERVE_PORT", "CNN_SERVE_MODELS_DIR", "CNN_SERVE_OPERATOR_PORT"}
 
 
@@ -26,11 +33,17 @@ def api() -> dict[str, object]:
     return yaml.safe_load(COMPOSE.read_text())["services"]["api"]  # type: ignore[no-any-return]
 
 
+def read_by_tracing() -> set[str]:
+    """Every OTEL_* name service/tracing.py mentions."""
+    return set(re.findall(r"OTEL_[A-Z_]+", (ROOT / "service" / "tracing.py").read_text()))
+
+
 def test_every_setting_passes_through_from_the_shell() -> None:
     environment = api()["environment"]
     assert isinstance(environment, dict)
     settings = {f"CNN_SERVE_{name.upper()}" for name in Settings.model_fields}
-    assert set(environment) == settings - NOT_PASSED
+    assert set(environment) == (settings - NOT_PASSED) | TRACING
+    assert TRACING <= read_by_tracing()  # Each passed name is one the service reads.
     assert all(value is None for value in environment.values())  # bare names: pass-through
 
 
