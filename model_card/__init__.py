@@ -80,7 +80,7 @@ class ExplainersSpec(BaseModel):
     file: str
     sha256: str
     methods: list[str]
-    gradcam_layer: str
+    gradcam_layer: str | None = None  # None: no convolution, no Grad-CAM
 
 
 class FilesSpec(BaseModel):

@@ -59,22 +59,27 @@ def _check_layers(model: keras.Model) -> None:
 def _pool_backward(before: tf.Tensor, gradient: tf.Tensor) -> tf.Tensor:
     """A 2x2 max pool's input gradient: the output's gradient at the window's maximum, the
     first one in row-major order when several are equal, as ``MaxPoolGrad`` does (constant
-    regions, a flat background's activations, tie everywhere).
+    regions, a flat background's activations, tie everywhere). An odd last row or column,
+    which the pool leaves out, gets none.
 
     Args:
-        before: (N, H, W, C) with H, W even (the tutorial models' pools are); gradient:
-            (N, H/2, W/2, C).
+        before: (N, H, W, C); gradient: (N, H // 2, W // 2, C).
     """
-    shape = tf.shape(before)
+    count = tf.shape(before)[0]
     height, width, channels = before.shape[1], before.shape[2], before.shape[3]
-    blocks = tf.reshape(before, [shape[0], height // 2, 2, width // 2, 2, channels])
+    rows, columns = height // 2, width // 2
+    kept = before[:, : 2 * rows, : 2 * columns, :]
+    blocks = tf.reshape(kept, [count, rows, 2, columns, 2, channels])
     windows = tf.reshape(
-        tf.transpose(blocks, [0, 1, 3, 5, 2, 4]), [shape[0], height // 2, width // 2, channels, 4]
+        tf.transpose(blocks, [0, 1, 3, 5, 2, 4]), [count, rows, columns, channels, 4]
     )
     first_max = tf.one_hot(tf.argmax(windows, axis=-1), 4, dtype=tf.float32)
     spread = first_max * gradient[..., tf.newaxis]
-    spread = tf.reshape(spread, [shape[0], height // 2, width // 2, channels, 2, 2])
-    return tf.reshape(tf.transpose(spread, [0, 1, 4, 2, 5, 3]), shape)
+    spread = tf.reshape(spread, [count, rows, columns, channels, 2, 2])
+    spread = tf.reshape(
+        tf.transpose(spread, [0, 1, 4, 2, 5, 3]), [count, 2 * rows, 2 * columns, channels]
+    )
+    return tf.pad(spread, [[0, 0], [0, height - 2 * rows], [0, width - 2 * columns], [0, 0]])
 
 
 def _conv_backward(gradient: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -89,7 +94,8 @@ def explanation_function(model: keras.Model) -> tf.types.experimental.GenericFun
     """The tf.function behind ``explain.onnx`` (see the module docstring)."""
     _check_layers(model)
     chain = [layer for layer in model.layers[1:] if not isinstance(layer, layers.Dropout)]
-    last_conv = max(i for i, layer in enumerate(chain) if isinstance(layer, layers.Conv2D))
+    convolutions = [i for i, layer in enumerate(chain) if isinstance(layer, layers.Conv2D)]
+    last_conv = convolutions[-1] if convolutions else None  # An MLP has no Grad-CAM.
     signature = [
         tf.TensorSpec([None, 28, 28, 1], tf.float32, name="images"),
         tf.TensorSpec([None], tf.int64, name="targets"),
@@ -98,6 +104,7 @@ def explanation_function(model: keras.Model) -> tf.types.experimental.GenericFun
     @tf.function(input_signature=signature)
     def explain(images: tf.Tensor, targets: tf.Tensor) -> dict[str, tf.Tensor]:
         values, saved = images, []
+        activations = None
         for index, layer in enumerate(chain):  # Forward, keeping what the backward pass needs.
             saved.append(values)
             if isinstance(layer, layers.Conv2D):
@@ -131,6 +138,8 @@ def explanation_function(model: keras.Model) -> tf.types.experimental.GenericFun
                 gradient = _pool_backward(before, gradient)
             else:
                 gradient = tf.reshape(gradient, tf.shape(before))
+        if last_conv is None:
+            gradcam = tf.zeros([tf.shape(images)[0], 1, 1])
         return {
             "target_logit": tf.identity(target_logit, name="target_logit"),
             "input_gradient": tf.identity(gradient, name="input_gradient"),
@@ -182,13 +191,12 @@ def export_explainers(model: keras.Model, model_dir: Path, check_images: np.ndar
         raise ExplanationCheckError(
             f"explain.onnx's gradients differ from GradientTape's by {difference:.2g} (relative)"
         )
+    convolutions = [layer.name for layer in model.layers if isinstance(layer, layers.Conv2D)]
     entry = {
         "file": EXPLAIN_FILE,
         "sha256": sha256_of(path),
-        "methods": METHODS,
-        "gradcam_layer": [layer.name for layer in model.layers if isinstance(layer, layers.Conv2D)][
-            -1
-        ],
+        "methods": METHODS if convolutions else ["integrated_gradients"],
+        "gradcam_layer": convolutions[-1] if convolutions else None,
         "verification": {
             "images": int(check_images.shape[0]),
             "max_relative_gradient_difference_vs_gradient_tape": difference,

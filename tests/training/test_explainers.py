@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from model_card import sha256_of
 from tests.conftest import MODELS_DIR
+from training.architectures import ARCHITECTURES, build_model
 from training.explainers import export_explainers, keras_model_from_onnx, tape_reference
 
 Digits = tuple[np.ndarray, np.ndarray]
@@ -80,3 +81,22 @@ def test_the_shipped_gradient_graphs_match_their_cards() -> None:
         assert sha256_of(MODELS_DIR / name / explainers["file"]) == explainers["sha256"]
         check = explainers["verification"]["max_relative_gradient_difference_vs_gradient_tape"]
         assert check < 1e-4
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_every_architecture_has_a_correct_gradient_graph(
+    architecture: str, mnist_digits: Digits, tmp_path: Path
+) -> None:
+    """Odd pooled sizes (the small CNN pools 11x11 to 5x5, leaving a row and a column out)
+    and no convolution at all (the MLP: integrated gradients only) included."""
+    model = build_model(architecture)
+    (tmp_path / "model.json").write_text("{}")
+    entry = export_explainers(model, tmp_path, inputs(mnist_digits, 20))
+    session = ort.InferenceSession(str(tmp_path / "explain.onnx"))
+    images, targets = inputs(mnist_digits, 40)[20:], (np.arange(20) % 10).astype(np.int64)
+    gradient = session.run(["input_gradient"], {"images": images, "targets": targets})[0]
+    reference = tape_reference(model, images, targets)
+    np.testing.assert_allclose(gradient, reference, atol=1e-5 * float(np.abs(reference).max()))
+    has_convolution = architecture != "mlp"
+    assert ("gradcam" in entry["methods"]) == has_convolution
+    assert (entry["gradcam_layer"] is not None) == has_convolution
