@@ -17,6 +17,16 @@ from service.errors import InvalidInputError
 from service.numbers import whole_number
 
 
+def _whole_number_text(value: Any) -> Any:
+    """A query string or form field carries text: accept plain ASCII digits only."""
+    if isinstance(value, str):
+        number = whole_number(value)
+        if number is None:
+            raise ValueError("must be a whole number")
+        return number
+    return value
+
+
 class PredictOptions(BaseModel):
     """Options of /predict."""
 
@@ -31,16 +41,7 @@ class PredictOptions(BaseModel):
         "resize; none: a 28x28 image as is. Default: the model's own for images, none for arrays.",
     )
 
-    @field_validator("top_k", mode="before")
-    @classmethod
-    def _integer_text(cls, value: Any) -> Any:
-        """A query string or form field carries text: accept plain ASCII digits only."""
-        if isinstance(value, str):
-            number = whole_number(value)
-            if number is None:
-                raise ValueError("must be a whole number")
-            return number
-        return value
+    _top_k_text = field_validator("top_k", mode="before")(_whole_number_text)
 
 
 class FeatureMapOptions(PredictOptions):
@@ -85,10 +86,7 @@ class ExplainOptions(PredictOptions):
         "against it (one image; Accept: image/png works too).",
     )
 
-    @field_validator("target", mode="before")
-    @classmethod
-    def _target_text(cls, value: Any) -> Any:
-        return PredictOptions._integer_text(value)
+    _target_text = field_validator("target", mode="before")(_whole_number_text)
 
 
 OPTION_FIELDS = frozenset(FeatureMapOptions.model_fields) | frozenset(ExplainOptions.model_fields)

@@ -11,8 +11,8 @@ from starlette.responses import Response
 from service import inference
 from service.api.deps import Serving, watching_client
 from service.api.lean import LeanRoute
-from service.api.responses import FastJSONResponse
-from service.api.schemas import ERROR_RESPONSES, ExplainResponse, operation_docs
+from service.api.responses import FastJSONResponse, wants_png
+from service.api.schemas import ExplainResponse, json_or_png_docs
 from service.errors import InvalidInputError
 from service.options import ExplainOptions
 from service.payloads import read_payload
@@ -22,25 +22,14 @@ from service.visualize import saliency_png
 
 router = APIRouter(tags=["explanations"], route_class=LeanRoute)
 _DOCS = {
-    "response_model": ExplainResponse,
-    "responses": {
-        **ERROR_RESPONSES,
-        200: {
-            "content": {"image/png": {}},
-            "description": "JSON saliency maps, or with format=png / Accept: image/png the "
-            "saliency of one image over what the model saw.",
-        },
-    },
-    "openapi_extra": operation_docs(ExplainOptions, single=False),
+    **json_or_png_docs(
+        ExplainResponse,
+        ExplainOptions,
+        single=False,
+        picture="the saliency of one image over what the model saw",
+    ),
     "response_class": FastJSONResponse,
 }
-
-
-def _wants_png(request: Request, options: ExplainOptions) -> bool:
-    if options.format is not None:
-        return options.format == "png"
-    accept = request.headers.get("accept", "")
-    return "image/png" in accept and "application/json" not in accept
 
 
 async def _explain(state: ServingState, model: ModelRuntime, request: Request) -> Response:
@@ -48,7 +37,7 @@ async def _explain(state: ServingState, model: ModelRuntime, request: Request) -
     limits = state.payload_limits(model, state.settings.max_explain_items)
     payload = await read_payload(request, ExplainOptions, limits)
     assert isinstance(payload.options, ExplainOptions)
-    png = _wants_png(request, payload.options)
+    png = wants_png(request, payload.options.format)
     if png and payload.count != 1:
         raise InvalidInputError(f"format=png explains one image; this request has {payload.count}")
     async with watching_client(request, deadline, active=payload.images is not None):
@@ -64,19 +53,19 @@ async def _explain(state: ServingState, model: ModelRuntime, request: Request) -
         return FastJSONResponse(inference.explain_document(result, payload.options.top_k))
 
 
-@router.post("/explain", **_DOCS)  # type: ignore[arg-type]
+@router.post("/explain", **_DOCS)
 async def explain_default(request: Request, state: Serving) -> Response:
     """Which pixels made the default model answer as it did (one image or a small batch)."""
     return await _explain(state, state.model(None), request)
 
 
-@router.post("/models/{name}/explain", **_DOCS)  # type: ignore[arg-type]
+@router.post("/models/{name}/explain", **_DOCS)
 async def explain_named(name: str, request: Request, state: Serving) -> Response:
     """Which pixels made the named model answer as it did."""
     return await _explain(state, state.model(name), request)
 
 
-@router.post("/models/{name}/versions/{version}/explain", **_DOCS)  # type: ignore[arg-type]
+@router.post("/models/{name}/versions/{version}/explain", **_DOCS)
 async def explain_version(name: str, version: str, request: Request, state: Serving) -> Response:
     """Which pixels made one version of the named model answer as it did."""
     return await _explain(state, state.model(name, version), request)

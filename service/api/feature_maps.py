@@ -10,8 +10,8 @@ from starlette.responses import Response
 from service import inference
 from service.api.deps import Serving, watching_client
 from service.api.lean import LeanRoute
-from service.api.responses import FastJSONResponse
-from service.api.schemas import ERROR_RESPONSES, FeatureMapsResponse, operation_docs
+from service.api.responses import FastJSONResponse, wants_png
+from service.api.schemas import FeatureMapsResponse, json_or_png_docs
 from service.options import FeatureMapOptions
 from service.payloads import read_payload
 from service.runtime import ModelRuntime
@@ -20,25 +20,14 @@ from service.visualize import feature_maps_png
 
 router = APIRouter(tags=["feature maps"], route_class=LeanRoute)
 _DOCS = {
-    "response_model": FeatureMapsResponse,
-    "responses": {
-        **ERROR_RESPONSES,
-        200: {
-            "content": {"image/png": {}},
-            "description": "JSON activations, or with format=png / Accept: image/png a grid "
-            "of each layer's channels.",
-        },
-    },
-    "openapi_extra": operation_docs(FeatureMapOptions, single=True),
+    **json_or_png_docs(
+        FeatureMapsResponse,
+        FeatureMapOptions,
+        single=True,
+        picture="a grid of each layer's channels",
+    ),
     "response_class": FastJSONResponse,
 }
-
-
-def _wants_png(request: Request, options: FeatureMapOptions) -> bool:
-    if options.format is not None:
-        return options.format == "png"
-    accept = request.headers.get("accept", "")
-    return "image/png" in accept and "application/json" not in accept
 
 
 async def _feature_maps(state: ServingState, model: ModelRuntime, request: Request) -> Response:
@@ -48,7 +37,7 @@ async def _feature_maps(state: ServingState, model: ModelRuntime, request: Reque
     async with watching_client(request, deadline, active=payload.images is not None):
         result = await inference.feature_maps(state, model, payload, deadline)
     with state.stage("serialize", model.name):
-        if _wants_png(request, payload.options):
+        if wants_png(request, payload.options.format):
             layers = {name: values[0] for name, values in result.maps.layers.items()}
             png = await asyncio.to_thread(feature_maps_png, layers)
             label = model.card.labels[int(result.maps.probabilities[0].argmax())]
@@ -56,19 +45,19 @@ async def _feature_maps(state: ServingState, model: ModelRuntime, request: Reque
         return FastJSONResponse(inference.feature_maps_document(result))
 
 
-@router.post("/feature-maps", **_DOCS)  # type: ignore[arg-type]
+@router.post("/feature-maps", **_DOCS)
 async def feature_maps_default(request: Request, state: Serving) -> Response:
     """Activations of each conv/pool layer for one image, default model."""
     return await _feature_maps(state, state.model(None), request)
 
 
-@router.post("/models/{name}/feature-maps", **_DOCS)  # type: ignore[arg-type]
+@router.post("/models/{name}/feature-maps", **_DOCS)
 async def feature_maps_named(name: str, request: Request, state: Serving) -> Response:
     """Activations of each conv/pool layer for one image, named model."""
     return await _feature_maps(state, state.model(name), request)
 
 
-@router.post("/models/{name}/versions/{version}/feature-maps", **_DOCS)  # type: ignore[arg-type]
+@router.post("/models/{name}/versions/{version}/feature-maps", **_DOCS)
 async def feature_maps_version(
     name: str, version: str, request: Request, state: Serving
 ) -> Response:

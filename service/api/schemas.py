@@ -163,6 +163,24 @@ RAW_TENSOR_HEADER_DOCS: list[dict[str, Any]] = [
 ]
 
 
+def json_or_png_docs(
+    response_model: type[BaseModel], options: type[PredictOptions], single: bool, picture: str
+) -> dict[str, Any]:
+    """The route documentation of a route that answers JSON or, with ``format=png`` or
+    ``Accept: image/png``, the ``picture`` described."""
+    return {
+        "response_model": response_model,
+        "responses": {
+            **ERROR_RESPONSES,
+            200: {
+                "content": {"image/png": {}},
+                "description": f"JSON, or with format=png / Accept: image/png {picture}.",
+            },
+        },
+        "openapi_extra": operation_docs(options, single=single),
+    }
+
+
 def operation_docs(options: type[PredictOptions], single: bool) -> dict[str, Any]:
     """``openapi_extra`` of a route that reads its own body: parameters and every body form."""
     body_model: type[BaseModel] = PredictRequest
