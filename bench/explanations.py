@@ -27,18 +27,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from service.explain import IG_STEPS, deletion_curve, occlusion  # noqa: E402
+from service.explain import IG_STEPS, METHODS, occlusion  # noqa: E402
 from service.runtime import ModelRuntime  # noqa: E402
 from tests.service.test_explain_faithfulness import (  # noqa: E402
+    deletion_areas,
     explained,
     inked_correlations,
+    randomised_forward,
     randomised_gradients,
-    randomised_session,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("mnist-deep-cnn", "mnist-deep-cnn-int8")
-METHODS = ("integrated_gradients", "gradcam", "occlusion")
 
 
 def timings(runtime: ModelRuntime, method: str, images: np.ndarray, rounds: int) -> list[str]:
@@ -61,31 +61,12 @@ def timings(runtime: ModelRuntime, method: str, images: np.ndarray, rounds: int)
     return rows
 
 
-def deletion(runtime: ModelRuntime, method: str, images: np.ndarray) -> tuple[float, float]:
-    generator = np.random.default_rng(0)
-    by_saliency, at_random = [], []
-    for image, explanation in zip(images, explained(runtime, method, images), strict=True):
-        order = np.argsort(-explanation.saliency.ravel())
-        by_saliency.append(deletion_curve(runtime.predict, image, explanation.target, order).mean())
-        shuffled = generator.permutation(image.size)
-        at_random.append(
-            deletion_curve(runtime.predict, image, explanation.target, shuffled).mean()
-        )
-    return float(np.mean(by_saliency)), float(np.mean(at_random))
-
-
 def randomisation(runtime: ModelRuntime, method: str, images: np.ndarray) -> float:
     with tempfile.TemporaryDirectory() as scratch:
         if method == "occlusion":
-            session = randomised_session(Path(scratch))
-            output, name = runtime.card.probabilities_output, runtime.card.input.name
-
-            def redrawn_forward(batch: np.ndarray) -> np.ndarray:
-                return np.asarray(session.run([output], {name: batch})[0])
-
             trained = explained(runtime, method, images)
             targets: list[int | None] = [explanation.target for explanation in trained]
-            _, redrawn = occlusion(redrawn_forward, images, targets)
+            _, redrawn = occlusion(randomised_forward(Path(scratch), runtime), images, targets)
         else:
             gradients = randomised_gradients(Path(scratch))
             trained = explained(runtime, method, images, max_steps=IG_STEPS)
@@ -130,7 +111,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for runtime, method in plan:
-        by_saliency, at_random = deletion(runtime, method, images)
+        by_saliency, at_random = deletion_areas(runtime, method, images)
         random_network = randomisation(runtime, method, images[:100])
         lines.append(
             f"| {runtime.name} | {method} | {by_saliency:.3f} | {at_random:.3f} | "

@@ -88,9 +88,9 @@ def occlusion(
     rows, columns = patch_origins(height, patch, stride), patch_origins(width, patch, stride)
     positions = [(row, column) for row in rows for column in columns]
     explanations = []
-    for index, wanted in enumerate(targets):
-        predicted = int(probabilities[index].argmax())
-        target = predicted if wanted is None else wanted
+    chosen, predictions = _targets(probabilities, targets)
+    pairs = zip(chosen.tolist(), predictions.tolist(), strict=True)
+    for index, (target, predicted) in enumerate(pairs):
         copies = np.repeat(images[index : index + 1], len(positions), axis=0)
         for copy, (row, column) in zip(copies, positions, strict=True):
             copy[row : row + patch, column : column + patch] = OCCLUSION_BASELINE
@@ -253,3 +253,20 @@ def _resized(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     picture = Image.fromarray(values.astype(np.float32), mode="F")
     resized = picture.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32)
+
+
+def explanations_by(
+    method: str,
+    forward: Forward,
+    gradients_of: GradientsOf,
+    images: np.ndarray,
+    targets: list[int | None],
+    max_steps: int = IG_MAX_STEPS,
+) -> list[Explanation]:
+    """Each image's explanation by ``method`` (one of ``METHODS``; occlusion needs only
+    ``forward``), for its target (None: the predicted class)."""
+    if method == "integrated_gradients":
+        return integrated_gradients(forward, gradients_of, images, targets, max_steps=max_steps)[1]
+    if method == "gradcam":
+        return gradcam(forward, gradients_of, images, targets)[1]
+    return occlusion(forward, images, targets)[1]

@@ -11,7 +11,7 @@ import numpy as np
 
 from model_card import PreprocessMethod
 from service.errors import InvalidInputError
-from service.explain import Explanation, gradcam, integrated_gradients, occlusion
+from service.explain import Explanation, explanations_by
 from service.limits import Deadline
 from service.options import ExplainOptions, FeatureMapOptions
 from service.payloads import Payload
@@ -243,12 +243,8 @@ async def _v2_outputs(
     layers = request.feature_map_layers
     saliency = request.saliency
     if saliency is not None:
-        if saliency.method not in model.explanation_methods:
-            raise InvalidInputError(
-                f"model {model.name} offers {', '.join(model.explanation_methods)}, "
-                f"not {saliency.method}"
-            )
-        run = partial(_v2_explained, model, layers, saliency.target, saliency.method)
+        method = _explanation_method(saliency.method, model)
+        run = partial(_v2_explained, model, layers, saliency.target, method)
         outputs: dict[str, np.ndarray] = await batcher_of(model).submit_alone(
             request.images, run, deadline.remaining()
         )
@@ -282,17 +278,22 @@ class ExplainResult:
     notes: list[set[str]]
 
 
-def _explanation_method(options: ExplainOptions, model: ModelRuntime) -> str:
+def _explanation_method(requested: str | None, model: ModelRuntime) -> str:
+    """The method to explain with: the one requested, or the model's first.
+
+    Raises:
+        InvalidInputError: the model does not offer it.
+    """
     offered = model.explanation_methods
-    if options.method is None:
+    if requested is None:
         return offered[0]
-    if options.method not in offered:
+    if requested not in offered:
         raise InvalidInputError(
-            f"model {model.name} offers {', '.join(offered)}, not {options.method}"
+            f"model {model.name} offers {', '.join(offered)}, not {requested}"
             + ("" if model.card.explainers else " (it has no gradient graph)"),
             details={"methods": offered},
         )
-    return options.method
+    return requested
 
 
 def _explanation_target(options: ExplainOptions, model: ModelRuntime) -> int | None:
@@ -325,12 +326,9 @@ def _v2_explained(
 def _explanations(
     model: ModelRuntime, method: str, target: int | None, images: np.ndarray
 ) -> list[Explanation]:
-    targets = [target] * images.shape[0]
-    if method == "integrated_gradients":
-        return integrated_gradients(model.predict, model.gradients, images, targets)[1]
-    if method == "gradcam":
-        return gradcam(model.predict, model.gradients, images, targets)[1]
-    return occlusion(model.predict, images, targets)[1]
+    return explanations_by(
+        method, model.predict, model.gradients, images, [target] * images.shape[0]
+    )
 
 
 async def explain(
@@ -341,7 +339,7 @@ async def explain(
     the same bound and deadline as feature-map runs."""
     assert isinstance(payload.options, ExplainOptions)
     target = _explanation_target(payload.options, model)
-    method = _explanation_method(payload.options, model)
+    method = _explanation_method(payload.options.method, model)
     top_k_option(payload, model)
     notes: list[set[str]] = []
     with state.stage("preprocess", model.name):

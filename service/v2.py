@@ -24,6 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from model_card import ModelCard
 from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
+from service.explain import METHODS
 from service.metrics import ModelTotals, Timed
 from service.numbers import whole_number
 from service.preprocessing import checked_unit_interval
@@ -44,7 +45,6 @@ FEATURES_SUFFIX = "-features"  # <model>-features: the model with its feature ma
 # saliency, float32 (N, H, W), of each image for its predicted class or for the output's
 # "target" parameter.
 SALIENCY_OUTPUT = "saliency"
-SALIENCY_METHODS = ("occlusion", "integrated_gradients", "gradcam")
 HEADER_LENGTH = "inference-header-content-length"
 # Datatypes a request may use for the image input, and how their values become [0, 1].
 INPUT_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
@@ -589,8 +589,8 @@ def _saliency_method(name: str, parameters: dict[str, ParameterValue]) -> str:
     method = parameters.get("method", "occlusion")
     if "method" in parameters and name != SALIENCY_OUTPUT:
         raise InvalidInputError(f"the method parameter applies to the {SALIENCY_OUTPUT} output")
-    if method not in SALIENCY_METHODS:
-        raise InvalidInputError(f"method must be one of {', '.join(SALIENCY_METHODS)}")
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be one of {', '.join(METHODS)}")
     return str(method)
 
 
