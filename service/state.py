@@ -67,11 +67,6 @@ class ServingState:
         }
 
     @property
-    def batchers(self) -> dict[str, DynamicBatcher[Scored]]:
-        """Each model's default version's batcher."""
-        return {name: batcher_of(runtime) for name, runtime in self.models.items()}
-
-    @property
     def queued_items(self) -> int:
         """Items waiting in the queues of every served version."""
         return sum(

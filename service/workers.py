@@ -312,10 +312,7 @@ class WorkerSupervisor:
         if slot.ready.is_set() and not slot.was_ready:
             slot.was_ready, slot.early_deaths = True, 0
         if slot.process.is_alive() and not self.stopping:
-            if slot.was_ready:
-                self._kill_if_stalled(slot)
-            else:
-                self._kill_if_not_started(slot)
+            self._kill_if_unresponsive(slot)
         if slot.process.is_alive() or self.stopping:
             return
         code, pid = slot.process.exitcode, slot.process.pid
@@ -333,35 +330,22 @@ class WorkerSupervisor:
         time.sleep(RESTART_PAUSE_S)
         self._start(slot)
 
-    def _kill_if_stalled(self, slot: _Slot) -> None:
-        """SIGKILL a ready worker whose heartbeat is too old; ``_check`` then replaces it."""
+    def _kill_if_unresponsive(self, slot: _Slot) -> None:
+        """SIGKILL a ready worker whose heartbeat is older than the stall timeout, or a starting
+        one not serving within the start timeout; ``_check`` then replaces it."""
         assert slot.process is not None
-        limit = self.settings.worker_stall_timeout_s
-        silent = time.monotonic() - self.heartbeats[self.slots.index(slot)]
-        if not limit or silent <= limit:
+        now = time.monotonic()
+        if slot.was_ready:
+            limit = self.settings.worker_stall_timeout_s
+            elapsed = now - self.heartbeats[self.slots.index(slot)]
+            reason = "stalled: no heartbeat for %.1f s (limit %g s); killing and replacing it"
+        else:
+            limit = self.settings.worker_start_timeout_s
+            elapsed = now - slot.started_at
+            reason = "not serving %.1f s after its start (limit %g s); killing it"
+        if not limit or elapsed <= limit:
             return
-        logger.error(
-            "worker %s stalled: no heartbeat for %.1f s (limit %g s); killing and replacing it",
-            slot.process.pid,
-            silent,
-            limit,
-        )
-        slot.process.kill()
-        slot.process.join()
-
-    def _kill_if_not_started(self, slot: _Slot) -> None:
-        """SIGKILL a worker still not ready past the start timeout; ``_check`` restarts it."""
-        assert slot.process is not None
-        limit = self.settings.worker_start_timeout_s
-        starting = time.monotonic() - slot.started_at
-        if not limit or starting <= limit:
-            return
-        logger.error(
-            "worker %s not serving %.1f s after its start (limit %g s); killing it",
-            slot.process.pid,
-            starting,
-            limit,
-        )
+        logger.error("worker %s " + reason, slot.process.pid, elapsed, limit)
         slot.process.kill()
         slot.process.join()
 

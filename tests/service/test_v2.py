@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 from service.app import create_app
+from service.state import batcher_of
 from tests.conftest import MODELS_DIR, make_settings
 from tests.servers import LiveService, running_service
 
@@ -697,7 +698,7 @@ def test_statistics_count_what_reached_the_model() -> None:
 def test_a_request_that_fails_at_the_model_counts_as_fail() -> None:
     """A run that raises: the request is answered 500 and counted under fail."""
     with TestClient(create_app(make_settings()), raise_server_exceptions=False) as fresh:
-        batcher = fresh.app.state.serving.batchers[MODEL]  # type: ignore[attr-defined]
+        batcher = batcher_of(fresh.app.state.serving.models[MODEL])  # type: ignore[attr-defined]
 
         def broken(images: np.ndarray) -> None:
             raise RuntimeError("a broken model")
