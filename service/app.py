@@ -92,7 +92,6 @@ def _lifespan(  # type: ignore[no-untyped-def]
             logger.error("cannot start: %s", error)
             executor.shutdown(wait=False)
             raise
-        metrics.models_loaded.set(len(loaded))
         app.state.serving = lifecycle.state = ServingState(
             settings,
             loaded,

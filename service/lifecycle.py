@@ -159,6 +159,7 @@ class ModelLifecycle:
             self.metrics.model_versions_loaded.labels(name).set(len(by_version))
             for runtime in by_version.values():
                 self._start_serving(runtime)
+        self.metrics.models_loaded.set(len(versions))
         return versions
 
     def _load(self, version: VersionOnDisk) -> ModelRuntime:

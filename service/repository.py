@@ -178,11 +178,12 @@ def scan_repository(models_dir: Path) -> RepositoryScan:
         if model_root.name.startswith(".") or not on_disk:
             continue
         try:
-            policy = read_version_policy(model_root)
+            chosen = read_version_policy(model_root).select(list(on_disk))
             selected[model_root.name] = [
-                VersionOnDisk(model_root.name, version, path, _fingerprint(path))
-                for version, path in sorted(on_disk.items())
-                if version in policy.select(list(on_disk))
+                VersionOnDisk(
+                    model_root.name, version, on_disk[version], _fingerprint(on_disk[version])
+                )
+                for version in chosen
             ]
         except (ModelLoadError, OSError) as error:  # OSError: a file removed while reading.
             problems[model_root.name] = str(error)
