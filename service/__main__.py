@@ -43,6 +43,10 @@ def check_metrics_directory() -> None:
 OPTIONS = {
     "--host": ("HOST", "address to listen on (default 0.0.0.0)"),
     "--port": ("PORT", "port of the API, the page and health (default 8000)"),
+    "--grpc-port": (
+        "GRPC_PORT",
+        "port of the V2 protocol over gRPC; 0 turns it off (default 8001)",
+    ),
     "--workers": ("WORKERS", "worker processes; 0 = one per available CPU (default)"),
     "--models-dir": ("MODELS_DIR", "directory of <name>/model.json + model.onnx (default models)"),
     "--default-model": ("DEFAULT_MODEL", "the model behind /predict (default mnist-deep-cnn)"),

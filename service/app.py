@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import fastapi_offline
+import grpc
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -28,6 +29,7 @@ from service.batching import DynamicBatcher
 from service.config import Settings, get_settings
 from service.edge import EdgeMiddleware
 from service.errors import ModelLoadError, install_error_handlers, is_v2_path
+from service.grpc_api.server import GrpcContext, start_grpc_server
 from service.lifecycle import BatcherFactory, ModelLifecycle, RepositoryControl
 from service.limits import MemoryBudget
 from service.metrics import ServiceMetrics
@@ -40,6 +42,8 @@ from service.tracing import Tracing
 logger = logging.getLogger("service")
 WEB_DIR = Path(__file__).parent / "web"
 SWAGGER_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+# Calls in flight when the service stops get this long to finish (HTTP has drained by then).
+GRPC_STOP_GRACE_S = 5.0
 
 
 def _batcher_factory(
@@ -75,7 +79,11 @@ def _batcher_factory(
 
 
 def _lifespan(  # type: ignore[no-untyped-def]
-    settings: Settings, metrics: ServiceMetrics, admission: Admission, tracing: Tracing
+    settings: Settings,
+    metrics: ServiceMetrics,
+    admission: Admission,
+    tracing: Tracing,
+    api_keys: ApiKeys,
 ):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,9 +117,12 @@ def _lifespan(  # type: ignore[no-untyped-def]
         logger.info("ready: %s (default %s)", ", ".join(loaded), settings.default_model)
         app.state.lifecycle = lifecycle
         watcher = asyncio.create_task(lifecycle.watch(), name="repository-watch")
+        grpc_server = await _start_grpc(app, settings, admission, metrics, api_keys)
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(GRPC_STOP_GRACE_S)
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
             app.state.serving = None
@@ -120,6 +131,29 @@ def _lifespan(  # type: ignore[no-untyped-def]
             tracing.shutdown()
 
     return lifespan
+
+
+async def _start_grpc(
+    app: FastAPI,
+    settings: Settings,
+    admission: Admission,
+    metrics: ServiceMetrics,
+    api_keys: ApiKeys,
+) -> grpc.aio.Server | None:
+    """The V2 protocol over gRPC on ``CNN_SERVE_GRPC_PORT`` (None when it is 0)."""
+    if not settings.grpc_port:
+        return None
+    context = GrpcContext(
+        settings=settings,
+        admission=admission,
+        metrics=metrics,
+        api_keys=api_keys,
+        serving=lambda: app.state.serving,
+        lifecycle=lambda: app.state.lifecycle,
+        title=app.title,
+        version=app.version,
+    )
+    return await start_grpc_server(context)
 
 
 def create_app(settings: Settings | None = None, tracing: Tracing | None = None) -> FastAPI:
@@ -136,13 +170,15 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
         max_body_bytes=settings.inflight_body_mb * 2**20,
         max_pause_s=settings.overload_pause_ms / 1000.0,
     )
+    keys = load_api_keys(settings)
+    api_keys = ApiKeys(keys, settings.operator_port)
     app = FastAPI(
         docs_url=None,  # Served below from packaged assets: /docs works offline.
         redoc_url=None,
         title="cnn-serve",
         summary="Classify digits with CNNs exported from Keras to ONNX, and look inside them.",
         version="0.1.0",
-        lifespan=_lifespan(settings, metrics, admission, tracing),
+        lifespan=_lifespan(settings, metrics, admission, tracing, api_keys),
         # /predict/ must not redirect: Starlette builds the redirect from the Host header.
         redirect_slashes=False,
     )
@@ -178,7 +214,6 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
     async def favicon() -> FileResponse:
         return FileResponse(WEB_DIR / "favicon.ico", media_type="image/x-icon")
 
-    keys = load_api_keys(settings)
     if keys:
         _document_bearer_auth(app)
 
@@ -188,7 +223,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
         admission=admission,
-        api_keys=ApiKeys(keys, settings.operator_port),
+        api_keys=api_keys,
         origins=OriginPolicy(settings.allowed_origins, settings.trusted_host_names),
         exposure=ExposureRules(settings, api_keys=bool(keys)),
         access_log=settings.access_log,

@@ -237,6 +237,12 @@ class Settings(BaseSettings):
     operator_port: int = Field(
         0, ge=0, le=65535, description="A second port for operator routes; 0: none."
     )
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="Port of the Open Inference Protocol over gRPC (8001, as Triton); 0: off.",
+    )
     shared_memory: bool = Field(
         False,
         description="Triton's system shared-memory extension under /v2: clients on this host "
@@ -259,6 +265,8 @@ class Settings(BaseSettings):
             raise ValueError("docs or metrics set to 'operator' need CNN_SERVE_OPERATOR_PORT")
         if self.operator_port and self.operator_port == self.port:
             raise ValueError("CNN_SERVE_OPERATOR_PORT must differ from CNN_SERVE_PORT")
+        if self.grpc_port and self.grpc_port in (self.port, self.operator_port):
+            raise ValueError("CNN_SERVE_GRPC_PORT must differ from the HTTP ports")
         if self.inflight_body_mb * 2**20 < self.max_body_bytes:
             raise ValueError(
                 "CNN_SERVE_INFLIGHT_BODY_MB must hold at least one MAX_BODY_BYTES body"

@@ -147,6 +147,19 @@ class ServiceMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.grpc_requests = Counter(
+            "cnn_serve_grpc_requests_total",
+            "gRPC calls by method and status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.grpc_latency = Histogram(
+            "cnn_serve_grpc_request_duration_seconds",
+            "gRPC call latency by method.",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         # labels() validates and looks up under a lock: a few microseconds on every request.
         # The children are kept here instead; methods, route templates and statuses are all
         # bounded (see observe_exchange), so this stays small.
@@ -172,6 +185,11 @@ class ServiceMetrics:
             self._exchange_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def observe_grpc(self, method: str, code: str, seconds: float) -> None:
+        """Count and time one gRPC call (``method``: one the service implements)."""
+        self.grpc_requests.labels(method, code).inc()
+        self.grpc_latency.labels(method).observe(seconds)
 
     def observe_request(self, model: str, items: int) -> None:
         self.request_items.labels(model).observe(items)

@@ -68,6 +68,12 @@ class ApiKeys:
             or _on_port(scope, self.operator_port)
         ):
             return True
+        return self.matches(authorization)
+
+    def matches(self, authorization: str | None) -> bool:
+        """Whether ``Authorization: Bearer <key>`` offers a configured key (True with none)."""
+        if not self.keys:
+            return True
         if authorization is None or not authorization.lower().startswith("bearer "):
             return False
         offered = authorization[len("bearer ") :].strip().encode()

@@ -15,20 +15,29 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
-from typing import Annotated, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from model_card import ModelCard
-from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError
+from service.errors import (
+    BadRequestError,
+    InvalidInputError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+)
 from service.explain import METHODS
 from service.metrics import ModelTotals, Timed
 from service.numbers import whole_number
 from service.preprocessing import checked_unit_interval
 from service.shared_memory import SharedMemoryRegistry
+
+if TYPE_CHECKING:
+    from service.runtime import ModelRuntime
+    from service.state import ServingState
 
 SERVER_EXTENSIONS = [
     "binary_tensor_data",
@@ -186,6 +195,30 @@ def published_names(cards: dict[str, ModelCard]) -> list[str]:
     return sorted(names)
 
 
+def served_model(
+    state: ServingState, name: str, version: str | None
+) -> tuple[ModelRuntime, V2Model]:
+    """The served model behind the V2 model ``name`` (``<model>`` or ``<model>-features``), or
+    a 404 whose text has Triton's "Request for unknown model" (clients match on it)."""
+    cards = {served: runtime.card for served, runtime in state.models.items()}
+    published = published_model(name, cards)
+    if published is None:
+        raise ModelNotFoundError(
+            f"Request for unknown model: '{name}' is not found; models: "
+            + ", ".join(published_names(cards))
+        )
+    served = state.version_numbers(published.card.name)
+    if version is None:
+        return state.models[published.card.name], published
+    runtime = state.versions[published.card.name].get(version)
+    if runtime is None:
+        raise ModelNotFoundError(
+            f"Request for unknown model: '{name}' version {version} is not found; served "
+            f"versions: {', '.join(map(str, served))}"
+        )
+    return runtime, replace(published, card=runtime.card)
+
+
 def model_metadata(model: V2Model, versions: list[int]) -> dict[str, Any]:
     """``$metadata_model_response``: the served ``versions``, the input and every output, from
     the model card."""
@@ -330,7 +363,21 @@ def parse_request(
     if not header:
         parsed = _raw_binary_request(tail, model)
     else:
-        parsed = _json_request(header, tail, model, max_items, shared_memory)
+        document = _json_document(header)
+        data = _pop_input_data(document)
+        request = validated_request(document)
+        parsed = checked_request(request, data, tail, model, max_items, shared_memory)
+    return within_output_limits(parsed, max_feature_map_items, max_explain_items)
+
+
+def within_output_limits(
+    parsed: ParsedInference, max_feature_map_items: int, max_explain_items: int
+) -> ParsedInference:
+    """``parsed``, if its feature-map and saliency outputs are within their batch limits.
+
+    Raises:
+        PayloadTooLargeError: more images than those outputs are returned for.
+    """
     if parsed.feature_map_layers and parsed.images.shape[0] > max_feature_map_items:
         raise PayloadTooLargeError(
             f"feature-map outputs are returned for at most {max_feature_map_items} images a "
@@ -344,15 +391,21 @@ def parse_request(
     return parsed
 
 
-def _json_request(
-    header: bytes,
+def checked_request(
+    request: InferenceRequest,
+    data: list[Any],
     tail: bytes,
     model: V2Model,
     max_items: int,
     shared_memory: SharedMemoryRegistry | None,
 ) -> ParsedInference:
+    """A validated request checked against the model: its input as images, its outputs.
+
+    Args:
+        data: each input's values (a JSON array, or None when they are in ``tail``).
+        tail: the binary data that inputs with ``binary_data_size`` declare.
+    """
     card = model.card
-    request, data = _validated(header)
     if shared_memory is None:
         _refuse_shared_memory(request)
     if len(request.inputs) != 1 or request.inputs[0].name != card.input.name:
@@ -364,24 +417,34 @@ def _json_request(
     return ParsedInference(request.id, images, _requested_outputs(request, model))
 
 
-def _validated(header: bytes) -> tuple[InferenceRequest, list[Any]]:
-    """The request header checked against the protocol, and each input's JSON data apart.
-
-    The data arrays (up to a batch of images' worth of numbers) go to NumPy straight from the
-    parsed JSON; only the small rest goes through pydantic.
-    """
+def _json_document(header: bytes) -> Any:
     try:
-        document = orjson.loads(header)
+        return orjson.loads(header)
     except orjson.JSONDecodeError as error:
         raise BadRequestError(f"malformed JSON inference header: {error}") from None
-    data: list[Any] = []
+
+
+def _pop_input_data(document: Any) -> list[Any]:
+    """Each input's ``data``, taken out of the document: the arrays (up to a batch of images'
+    worth of numbers) go to NumPy straight from the parsed JSON; only the small rest goes
+    through pydantic."""
     if isinstance(document, dict) and isinstance(document.get("inputs"), list):
-        data = [
+        return [
             item.pop("data", None) if isinstance(item, dict) else None
             for item in document["inputs"]
         ]
+    return []
+
+
+def validated_request(document: Any) -> InferenceRequest:
+    """The request (a parsed JSON document, or one built from another protocol's message)
+    checked against the protocol.
+
+    Raises:
+        InvalidInputError: it is not a ``$inference_request``.
+    """
     try:
-        return InferenceRequest.model_validate(document), data
+        return InferenceRequest.model_validate(document)
     except ValidationError as error:
         first = error.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"])
@@ -624,6 +687,53 @@ def classification_strings(
     ]
 
 
+@dataclass(frozen=True)
+class EncodedOutput:
+    """One output as the protocol returns it: its metadata, its values as little-endian bytes
+    (BYTES: each element after its 4-byte length) and as JSON data."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    raw: bytes
+    data: Any
+
+
+def encoded_outputs(
+    model: V2Model, parsed: ParsedInference, tensors: dict[str, np.ndarray]
+) -> list[EncodedOutput]:
+    """Each requested output, classified (Triton's strings) or as FP32, in request order.
+
+    Args:
+        tensors: output name -> float32 (N, ...) for each requested output.
+    """
+    encoded = []
+    for requested in parsed.outputs:
+        values = tensors[requested.name]
+        if requested.classes is not None:
+            strings = classification_strings(values, model.card.labels, requested.classes)
+            encoded.append(
+                EncodedOutput(
+                    requested.name,
+                    "BYTES",
+                    [values.shape[0], requested.classes],
+                    b"".join(struct.pack("<I", len(text)) + text for text in strings),
+                    [text.decode() for text in strings],
+                )
+            )
+        else:
+            encoded.append(
+                EncodedOutput(
+                    requested.name,
+                    "FP32",
+                    list(values.shape),
+                    values.astype("<f4", copy=False).tobytes(),
+                    values.ravel(),
+                )
+            )
+    return encoded
+
+
 def encode_response(
     model: V2Model,
     parsed: ParsedInference,
@@ -637,33 +747,26 @@ def encode_response(
     """
     outputs: list[dict[str, Any]] = []
     binary_parts: list[bytes] = []
-    for requested in parsed.outputs:
-        values = tensors[requested.name]
-        if requested.classes is not None:
-            strings = classification_strings(values, model.card.labels, requested.classes)
-            entry: dict[str, Any] = {
-                "name": requested.name,
-                "datatype": "BYTES",
-                "shape": [values.shape[0], requested.classes],
-            }
-            data: Any = [text.decode() for text in strings]
-            raw = b"".join(struct.pack("<I", len(text)) + text for text in strings)
-        else:
-            entry = {"name": requested.name, "datatype": "FP32", "shape": list(values.shape)}
-            data = values.ravel()
-            raw = values.astype("<f4", copy=False).tobytes()
+    for requested, output in zip(
+        parsed.outputs, encoded_outputs(model, parsed, tensors), strict=True
+    ):
+        entry: dict[str, Any] = {
+            "name": output.name,
+            "datatype": output.datatype,
+            "shape": output.shape,
+        }
         if requested.shared_memory is not None and shared_memory is not None:
             target = requested.shared_memory
-            shared_memory.write(target.region, target.offset, target.byte_size, raw)
+            shared_memory.write(target.region, target.offset, target.byte_size, output.raw)
             entry["parameters"] = {
                 "shared_memory_region": target.region,
-                "shared_memory_byte_size": len(raw),
+                "shared_memory_byte_size": len(output.raw),
             }
         elif requested.binary:
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            binary_parts.append(raw)
+            entry["parameters"] = {"binary_data_size": len(output.raw)}
+            binary_parts.append(output.raw)
         else:
-            entry["data"] = data
+            entry["data"] = output.data
         outputs.append(entry)
     document: dict[str, Any] = {"model_name": model.name, "model_version": model.card.version}
     if parsed.request_id is not None:

@@ -48,8 +48,8 @@ def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_settings(**overrides: object) -> Settings:
-    """Settings for tests: the committed models, small limits unless overridden."""
-    values: dict[str, object] = {"models_dir": MODELS_DIR, "intra_op_threads": 1}
+    """Settings for tests: the committed models, small limits, gRPC off, unless overridden."""
+    values: dict[str, object] = {"models_dir": MODELS_DIR, "intra_op_threads": 1, "grpc_port": 0}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

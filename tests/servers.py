@@ -98,13 +98,14 @@ def running_service(
 ) -> Iterator[LiveService]:
     """``python -m service`` on a free local port; ``settings`` become CNN_SERVE_* variables.
 
-    Defaults: the committed models, log level warning, bound to 127.0.0.1.
+    Defaults: the committed models, log level warning, bound to 127.0.0.1, gRPC off.
     """
     port = free_port()
     environment = {
         "CNN_SERVE_HOST": "127.0.0.1",
         "CNN_SERVE_MODELS_DIR": str(MODELS_DIR),
         "CNN_SERVE_LOG_LEVEL": "warning",
+        "CNN_SERVE_GRPC_PORT": "0",  # gRPC on a port of its own only where a test asks.
         **{f"CNN_SERVE_{name.upper()}": str(value) for name, value in settings.items()},
         "CNN_SERVE_PORT": str(port),
     }

@@ -9,7 +9,6 @@ deadlines, dynamic batcher and metrics as /predict.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import zlib
 from dataclasses import asdict
 from typing import Any
@@ -24,14 +23,12 @@ from service.api.lean import LeanRoute
 from service.api.responses import FastJSONResponse
 from service.errors import (
     BadRequestError,
-    ModelNotFoundError,
     NotReadyError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
 from service.lifecycle import ModelLifecycle
 from service.payloads import check_json_value_count, json_value_count
-from service.runtime import ModelRuntime
 from service.shared_memory import SharedMemoryRegistry
 from service.siblings import workers_not_serving
 from service.state import ServingState
@@ -55,28 +52,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         504: "No result in time.",
     }.items()
 }  # fmt: skip
-
-
-def _model(state: ServingState, name: str, version: str | None) -> tuple[ModelRuntime, v2.V2Model]:
-    """The served model behind the V2 model ``name`` (``<model>`` or ``<model>-features``), or
-    a 404 whose text has Triton's "Request for unknown model" (clients match on it)."""
-    cards = {served: runtime.card for served, runtime in state.models.items()}
-    published = v2.published_model(name, cards)
-    if published is None:
-        raise ModelNotFoundError(
-            f"Request for unknown model: '{name}' is not found; models: "
-            + ", ".join(v2.published_names(cards))
-        )
-    served = state.version_numbers(published.card.name)
-    if version is None:
-        return state.models[published.card.name], published
-    runtime = state.versions[published.card.name].get(version)
-    if runtime is None:
-        raise ModelNotFoundError(
-            f"Request for unknown model: '{name}' version {version} is not found; served "
-            f"versions: {', '.join(map(str, served))}"
-        )
-    return runtime, dataclasses.replace(published, card=runtime.card)
 
 
 @router.get("", responses=_ERRORS)
@@ -121,7 +96,7 @@ async def model_statistics(
     name: str, request: Request, state: Serving, version: str | None = None
 ) -> dict[str, Any]:
     """Triton's statistics for one model: request, queue and compute counts and durations."""
-    runtime, published = _model(state, name, version)
+    runtime, published = v2.served_model(state, name, version)
     (totals,) = request.app.state.metrics.model_totals([runtime.name]).values()
     return {"model_stats": [v2.model_statistics(published.name, runtime.card.version, totals)]}
 
@@ -130,7 +105,7 @@ async def model_statistics(
 @router.get("/models/{name}/versions/{version}", responses=_ERRORS)
 async def model_metadata(name: str, state: Serving, version: str | None = None) -> dict[str, Any]:
     """The model's input and outputs (``<model>-features``: every feature map too)."""
-    runtime, published = _model(state, name, version)
+    runtime, published = v2.served_model(state, name, version)
     return v2.model_metadata(published, state.version_numbers(runtime.name))
 
 
@@ -145,7 +120,7 @@ async def model_config(name: str, state: Serving, version: str | None = None) ->
         preferred_batch_size=settings.batch_max_items,
         instances=settings.resolved_workers(),
     )
-    runtime, published = _model(state, name, version)
+    runtime, published = v2.served_model(state, name, version)
     return v2.model_config(published, limits, state.version_numbers(runtime.name))
 
 
@@ -153,7 +128,7 @@ async def model_config(name: str, state: Serving, version: str | None = None) ->
 @router.get("/models/{name}/versions/{version}/ready", responses=_ERRORS)
 async def model_ready(name: str, state: Serving, version: str | None = None) -> dict[str, Any]:
     """The model is loaded and can serve."""
-    return {"name": _model(state, name, version)[1].name, "ready": True}
+    return {"name": v2.served_model(state, name, version)[1].name, "ready": True}
 
 
 class RegionRegistration(BaseModel):
@@ -288,7 +263,7 @@ async def _body(request: Request, state: ServingState) -> bytes:
 
 
 async def _infer(state: ServingState, name: str, version: str | None, request: Request) -> Response:
-    model, published = _model(state, name, version)
+    model, published = v2.served_model(state, name, version)
     deadline = state.deadline()
     header, tail = v2.split_body(await _body(request, state), request.headers.get(v2.HEADER_LENGTH))
     limits = state.payload_limits(model)

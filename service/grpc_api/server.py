@@ -1,0 +1,420 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``), beside HTTP.
+
+Each worker process serves it on ``CNN_SERVE_GRPC_PORT`` (``SO_REUSEPORT``: the kernel spreads
+connections over the workers, as it does for HTTP) from the worker's own event loop. A call
+goes through what a V2 HTTP request goes through: the API-key check (``authorization:
+Bearer <key>`` in the call's metadata), admission, the request deadline (the shorter of
+``REQUEST_TIMEOUT_S`` and the call's gRPC deadline), the same parsing and checks
+(``service.v2``), the dynamic batcher and the metrics. Only the framing differs; errors map
+to gRPC status codes as Triton maps them (``STATUS_CODES``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from service import inference, v2
+from service.admission import Admission
+from service.config import Settings
+from service.errors import (
+    BadRequestError,
+    ClientGoneError,
+    InferenceTimeoutError,
+    InvalidInputError,
+    ModelNotFoundError,
+    NotReadyError,
+    OverloadedError,
+    PayloadTooLargeError,
+    ServiceError,
+)
+from service.grpc_api import inference_pb2 as pb
+from service.grpc_api.messages import service_handler
+from service.lifecycle import ModelLifecycle
+from service.limits import Deadline
+from service.metrics import ServiceMetrics
+from service.request_ids import CURRENT, request_id
+from service.security import ApiKeys
+from service.siblings import workers_not_serving
+from service.state import ServingState
+
+logger = logging.getLogger("service")
+Message = TypeVar("Message")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# Triton's mapping of its errors to gRPC codes: every invalid request is INVALID_ARGUMENT.
+STATUS_CODES: dict[type[ServiceError], grpc.StatusCode] = {
+    BadRequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
+    PayloadTooLargeError: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
+    NotReadyError: grpc.StatusCode.UNAVAILABLE,
+    OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    InferenceTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+# Calls that need no API key: what a load balancer or kubelet probes.
+OPEN_METHODS = ("ServerLive", "ServerReady")
+# How much longer than the request body limit a message may be (its framing and metadata).
+MESSAGE_OVERHEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class GrpcContext:
+    """What the calls share with the HTTP side of the same worker."""
+
+    settings: Settings
+    admission: Admission
+    metrics: ServiceMetrics
+    api_keys: ApiKeys
+    serving: Callable[[], ServingState | None]
+    lifecycle: Callable[[], ModelLifecycle | None]
+    title: str
+    version: str
+
+
+def _parameter_value(parameter: Any) -> v2.ParameterValue | None:
+    """An ``InferParameter`` or ``ModelRepositoryParameter`` as a Python value (None: unset)."""
+    kind = parameter.WhichOneof("parameter_choice")
+    if kind is None:
+        return None
+    value: v2.ParameterValue = getattr(parameter, kind)
+    if isinstance(value, bytes):
+        raise BadRequestError("bytes parameters are not supported")
+    return value
+
+
+def _parameters(parameters: Any) -> dict[str, v2.ParameterValue]:
+    values = {name: _parameter_value(value) for name, value in parameters.items()}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _set_parameters(target: Any, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool):
+            target[name].bool_param = value
+        elif isinstance(value, int):
+            target[name].int64_param = value
+        else:
+            target[name].string_param = str(value)
+
+
+# The typed-contents field that carries each accepted input datatype.
+CONTENTS_FIELDS = {"FP32": "fp32_contents", "UINT8": "uint_contents"}
+
+
+def _input_values(tensor: Any, raw: bytes | None) -> tuple[dict[str, Any], Any, bytes]:
+    """(the input as a V2 JSON document's entry, its values as data, its bytes as the tail)."""
+    entry: dict[str, Any] = {
+        "name": tensor.name,
+        "datatype": tensor.datatype,
+        "shape": list(tensor.shape),
+        "parameters": _parameters(tensor.parameters),
+    }
+    if raw is not None:
+        if tensor.HasField("contents"):
+            raise BadRequestError(f"input {tensor.name!r} has both contents and raw_input_contents")
+        entry["parameters"]["binary_data_size"] = len(raw)
+        return entry, None, raw
+    field = CONTENTS_FIELDS.get(tensor.datatype)
+    if field is None:  # service.v2 says which datatypes are accepted.
+        return entry, [], b""
+    filled = [descriptor.name for descriptor, _ in tensor.contents.ListFields()]
+    if filled and filled != [field]:
+        raise InvalidInputError(
+            f"input {tensor.name!r} of datatype {tensor.datatype} carries its values in "
+            f"contents.{field}, not {', '.join(filled)}"
+        )
+    return entry, list(getattr(tensor.contents, field)), b""
+
+
+def parse_infer_request(
+    request: Any, model: v2.V2Model, state: ServingState, max_items: int
+) -> v2.ParsedInference:
+    """A ``ModelInferRequest`` checked as a V2 HTTP request is (``service.v2``).
+
+    Raises:
+        ServiceError: as ``service.v2.parse_request`` does.
+    """
+    raw_contents = list(request.raw_input_contents)
+    if raw_contents and len(raw_contents) != len(request.inputs):
+        raise BadRequestError(
+            f"raw_input_contents has {len(raw_contents)} entries for {len(request.inputs)} inputs"
+        )
+    inputs, data, tails = [], [], []
+    for index, tensor in enumerate(request.inputs):
+        entry, values, tail = _input_values(tensor, raw_contents[index] if raw_contents else None)
+        inputs.append(entry)
+        data.append(values)
+        tails.append(tail)
+    document: dict[str, Any] = {
+        "id": request.id or None,
+        "parameters": _parameters(request.parameters),
+        "inputs": inputs,
+    }
+    if request.outputs:
+        document["outputs"] = [
+            {"name": output.name, "parameters": _parameters(output.parameters)}
+            for output in request.outputs
+        ]
+    parsed = v2.checked_request(
+        v2.validated_request(document), data, tails[0] if tails else b"", model, max_items, None
+    )
+    settings = state.settings
+    return v2.within_output_limits(
+        parsed, settings.max_feature_map_items, settings.max_explain_items
+    )
+
+
+def infer_response(
+    model: v2.V2Model, parsed: v2.ParsedInference, tensors: dict[str, np.ndarray]
+) -> Any:
+    """The ``ModelInferResponse``: every output's values in ``raw_output_contents``, as
+    Triton answers (tritonclient reads them there)."""
+    response = pb.ModelInferResponse(
+        model_name=model.name, model_version=model.card.version, id=parsed.request_id or ""
+    )
+    for output in v2.encoded_outputs(model, parsed, tensors):
+        response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        response.raw_output_contents.append(output.raw)
+    return response
+
+
+class InferenceService:
+    """The calls of ``inference.GRPCInferenceService`` that this service implements."""
+
+    def __init__(self, context: GrpcContext) -> None:
+        self.shared = context
+
+    async def ServerLive(self, request: Any, context: Context) -> Any:  # noqa: N802
+        return await self._call(
+            "ServerLive", context, lambda: _ready_now(pb.ServerLiveResponse(live=True))
+        )
+
+    async def ServerReady(self, request: Any, context: Context) -> Any:  # noqa: N802
+        ready = self.shared.serving() is not None and not workers_not_serving()
+        return await self._call(
+            "ServerReady", context, lambda: _ready_now(pb.ServerReadyResponse(ready=ready))
+        )
+
+    async def ModelReady(self, request: Any, context: Context) -> Any:  # noqa: N802
+        async def answer() -> Any:
+            try:
+                v2.served_model(self._state(), request.name, request.version or None)
+            except ModelNotFoundError:
+                return pb.ModelReadyResponse(ready=False)
+            return pb.ModelReadyResponse(ready=True)
+
+        return await self._call("ModelReady", context, answer)
+
+    async def ServerMetadata(self, request: Any, context: Context) -> Any:  # noqa: N802
+        response = pb.ServerMetadataResponse(
+            name=self.shared.title, version=self.shared.version, extensions=v2.SERVER_EXTENSIONS
+        )
+        return await self._call("ServerMetadata", context, lambda: _ready_now(response))
+
+    async def ModelMetadata(self, request: Any, context: Context) -> Any:  # noqa: N802
+        async def answer() -> Any:
+            state = self._state()
+            runtime, published = v2.served_model(state, request.name, request.version or None)
+            document = v2.model_metadata(published, state.version_numbers(runtime.name))
+            response = pb.ModelMetadataResponse(
+                name=document["name"], versions=document["versions"], platform=document["platform"]
+            )
+            for tensor in document["inputs"]:
+                response.inputs.add(**tensor)
+            for tensor in document["outputs"]:
+                response.outputs.add(**tensor)
+            return response
+
+        return await self._call("ModelMetadata", context, answer)
+
+    async def ModelInfer(self, request: Any, context: Context) -> Any:  # noqa: N802
+        return await self._call("ModelInfer", context, lambda: self._infer(request, context))
+
+    async def RepositoryIndex(self, request: Any, context: Context) -> Any:  # noqa: N802
+        async def answer() -> Any:
+            lifecycle = self._lifecycle()
+            entries = await asyncio.to_thread(lifecycle.index)
+            response = pb.RepositoryIndexResponse()
+            for entry in entries:
+                if entry["state"] == "READY" or not request.ready:
+                    response.models.add(**entry)
+            return response
+
+        return await self._call("RepositoryIndex", context, answer)
+
+    async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:  # noqa: N802
+        async def answer() -> Any:
+            lifecycle = self._lifecycle()
+            if request.parameters:
+                raise BadRequestError(
+                    f"load parameters are not supported ({', '.join(request.parameters)}): "
+                    "models load from their files in the repository"
+                )
+            await lifecycle.load(request.model_name)
+            return pb.RepositoryModelLoadResponse()
+
+        return await self._call("RepositoryModelLoad", context, answer)
+
+    async def RepositoryModelUnload(self, request: Any, context: Context) -> Any:  # noqa: N802
+        async def answer() -> Any:
+            await self._lifecycle().unload(request.model_name)
+            return pb.RepositoryModelUnloadResponse()
+
+        return await self._call("RepositoryModelUnload", context, answer)
+
+    def _state(self) -> ServingState:
+        state = self.shared.serving()
+        if state is None:
+            raise NotReadyError("the service is starting or stopping")
+        return state
+
+    def _lifecycle(self) -> ModelLifecycle:
+        lifecycle = self.shared.lifecycle()
+        if lifecycle is None or lifecycle.state is None:
+            raise NotReadyError("the service is starting or stopping")
+        if not self.shared.api_keys.keys:  # Changes what is served: never anonymous.
+            raise _Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "the model repository API needs API keys on gRPC (CNN_SERVE_API_KEYS); "
+                "over HTTP it is also served on the operator port",
+            )
+        return lifecycle
+
+    async def _infer(self, request: Any, context: Context) -> Any:
+        state = self._state()
+        size = request.ByteSize()
+        admission = self.shared.admission
+        if not admission.try_admit(size):
+            self.shared.metrics.overload_refusals.inc()
+            await asyncio.sleep(admission.pause_s())
+            retry_after = admission.retry_after_s(state.queued_items)
+            context.set_trailing_metadata((("retry-after", str(retry_after)),))
+            raise OverloadedError(
+                f"the service is at capacity ({admission.in_flight} requests in flight); "
+                f"retry in {retry_after} s"
+            )
+        self.shared.metrics.inflight_requests.set(admission.in_flight)
+        try:
+            runtime, published = v2.served_model(
+                state, request.model_name, request.model_version or None
+            )
+            deadline = _deadline(state, context)
+            limits = state.payload_limits(runtime)
+            with state.stage("preprocess", runtime.name):
+                parsed = parse_infer_request(request, published, state, limits.max_items)
+            tensors = await inference.v2_infer(state, runtime, parsed, deadline)
+            with state.stage("serialize", runtime.name):
+                return infer_response(published, parsed, tensors)
+        finally:
+            admission.release(size)
+            self.shared.metrics.inflight_requests.set(admission.in_flight)
+
+    async def _call(
+        self,
+        method: str,
+        context: Context,
+        answer: Callable[[], Awaitable[Message]],
+    ) -> Message:
+        """Run one call: its request ID, API key, error mapping and metrics."""
+        started = time.perf_counter()
+        metadata = {
+            key: value
+            for key, value in context.invocation_metadata() or ()
+            if isinstance(value, str)  # Binary (-bin) metadata carries nothing read here.
+        }
+        offered = metadata.get("x-request-id")
+        token = CURRENT.set(request_id(offered.encode() if offered is not None else None))
+        code = grpc.StatusCode.OK
+        try:
+            await context.send_initial_metadata((("x-request-id", CURRENT.get()),))
+            if method not in OPEN_METHODS and not self.shared.api_keys.matches(
+                metadata.get("authorization")
+            ):
+                raise _Refusal(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "this call needs an API key: send 'authorization: Bearer <key>' metadata",
+                )
+            return await answer()
+        except _Refusal as refusal:
+            code = refusal.code
+            await context.abort(code, refusal.message)
+        except ServiceError as error:
+            code = STATUS_CODES.get(type(error), grpc.StatusCode.INTERNAL)
+            if code == grpc.StatusCode.INTERNAL:
+                logger.error("%s failed: %s", method, error.message)
+            await context.abort(code, error.message)
+        except ClientGoneError:
+            code = grpc.StatusCode.CANCELLED
+            await context.abort(code, "the client went away")
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:  # A defect here: logged in full, the client told nothing more.
+            code = grpc.StatusCode.INTERNAL
+            logger.exception("%s failed", method)
+            await context.abort(code, "internal error")
+        finally:
+            self.shared.metrics.observe_grpc(method, code.name, time.perf_counter() - started)
+            CURRENT.reset(token)
+        raise AssertionError("context.abort returns only by raising")  # pragma: no cover
+
+
+class _Refusal(Exception):
+    """A call refused before it reaches the service (no key, a forbidden call)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+async def _ready_now(message: Message) -> Message:
+    return message
+
+
+def _deadline(state: ServingState, context: Context) -> Deadline:
+    """The request's deadline: the service's time limit, or the call's, whichever is sooner."""
+    deadline = state.deadline()
+    remaining = context.time_remaining()
+    if remaining is not None and remaining < deadline.remaining():
+        return Deadline.after(max(remaining, 0.0))
+    return deadline
+
+
+async def start_grpc_server(context: GrpcContext) -> grpc.aio.Server:
+    """Serve ``GRPCInferenceService`` on ``CNN_SERVE_GRPC_PORT`` from this event loop.
+
+    Raises:
+        RuntimeError: the port cannot be bound.
+    """
+    settings = context.settings
+    limit = settings.max_body_bytes + MESSAGE_OVERHEAD_BYTES
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", -1),
+        ]
+    )
+    server.add_generic_rpc_handlers((service_handler(InferenceService(context)),))
+    address = f"{_host_for_grpc(settings.host)}:{settings.grpc_port}"
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise RuntimeError(f"cannot serve gRPC on {address}: {error}") from None
+    await server.start()
+    logger.info("serving the V2 protocol over gRPC on port %d", settings.grpc_port)
+    return server
+
+
+def _host_for_grpc(host: str) -> str:
+    """gRPC's address form: ``[::]`` for IPv6 literals, as is for the rest."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
