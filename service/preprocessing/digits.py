@@ -182,36 +182,14 @@ def _digit_strokes(
         candidates = present
     main = max(candidates, key=lambda index: masses[index])
     top, left, bottom, right = boxes[main]
-    reach = max(
-        NEARBY_PIECE_DISTANCE * max(bottom - top, right - left),
-        GROUP_GAP_STROKES * max(stroke_px, 1.0),
-    )
-    kept = _chained(main, candidates, boxes, reach)
+    reach = NEARBY_PIECE_DISTANCE * max(bottom - top, right - left)
+    kept = [index for index in candidates if gap(boxes[index], boxes[main]) <= reach]
     rivals = [
         index
         for index in candidates
         if index not in kept and masses[index] >= RIVAL_MASS * masses[main]
     ]
     return np.isin(labels, np.asarray(kept, dtype=labels.dtype) + 1), bool(rivals)
-
-
-def _chained(
-    main: int, candidates: list[int], boxes: list[tuple[int, int, int, int]], reach: float
-) -> list[int]:
-    """``main`` and every candidate linked to it by a chain of pieces, each within ``reach``
-    pixels of the one before (the dashes of a dotted stroke follow one another)."""
-    kept, waiting = [main], [index for index in candidates if index != main]
-    grown = True
-    while grown and waiting:
-        near = [
-            index
-            for index in waiting
-            if any(gap(boxes[index], boxes[member]) <= reach for member in kept)
-        ]
-        grown = bool(near)
-        kept += near
-        waiting = [index for index in waiting if index not in near]
-    return kept
 
 
 def _with_faint_parts(ink: np.ndarray, strokes: np.ndarray, floor: float) -> np.ndarray:
