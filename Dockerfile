@@ -49,7 +49,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     CNN_SERVE_MODELS_DIR=/app/models
 USER 10001
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-m", "service.healthcheck"]
 CMD ["python", "-m", "service"]

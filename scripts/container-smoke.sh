@@ -3,7 +3,7 @@
 # machines), then:
 # 1. runs the image with `podman run` and docker-compose.yml's own settings (read-only root,
 #    no capabilities, its user and CMD, the models mount, settings passed through, 1 GiB,
-#    2 CPUs; loopback port), calls /predict, /feature-maps, V2 and /metrics, runs its
+#    2 CPUs; loopback ports), calls /predict, /feature-maps, V2 (HTTP and gRPC) and /metrics, runs its
 #    HEALTHCHECK inside it, checks from inside what the container enforces, and stops it with
 #    SIGTERM within the grace period;
 # 2. runs the rendered Kubernetes overlays as pods with `podman kube play`
@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 BASE=localhost/cnn-serve-base:bookworm
 IMAGE=cnn-serve:test
 PORT=${SMOKE_PORT:-18000}
+GRPC_PORT=${SMOKE_GRPC_PORT:-18001}
 PYTHON=${PYTHON:-python3}
 # The project's container storage, apart from anything else on the machine.
 WORK=${CNN_SERVE_CONTAINER_WORK:-/var/tmp/cnn-serve-containers}
@@ -61,7 +62,8 @@ mkdir "$sample/models"
 cp -r models/mnist-deep-cnn models/mnist-deep-cnn-int8 "$sample/models/"
 chmod -R a+rX "$sample"
 mapfile -t run_args < <("$PYTHON" scripts/compose_to_podman.py "$sample/docker-compose.yml" \
-  --env "CNN_SERVE_PORT=$PORT" --env CNN_SERVE_DEFAULT_MODEL=mnist-deep-cnn-int8)
+  --env "CNN_SERVE_PORT=$PORT" --env "CNN_SERVE_GRPC_PORT=$GRPC_PORT" \
+  --env CNN_SERVE_DEFAULT_MODEL=mnist-deep-cnn-int8)
 ctr=cnn-serve-smoke
 podman rm -f "$ctr" >/dev/null 2>&1 || true
 cleanup() {
@@ -89,7 +91,8 @@ done
 echo "ready in $(echo "$ready - $started" | bc) s (target: < 5 s)"
 
 "$PYTHON" scripts/smoke_requests.py "http://127.0.0.1:$PORT" \
-  --default-model mnist-deep-cnn-int8 --models mnist-deep-cnn,mnist-deep-cnn-int8
+  --default-model mnist-deep-cnn-int8 --models mnist-deep-cnn,mnist-deep-cnn-int8 \
+  --grpc "127.0.0.1:$GRPC_PORT"
 
 # The image's own HEALTHCHECK command, run by podman inside the container.
 quiet_podman healthcheck run "$ctr" && echo "HEALTHCHECK passes inside the container"

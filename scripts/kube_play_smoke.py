@@ -36,7 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import tritonclient.grpc as triton_grpc
 import yaml
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -234,12 +237,32 @@ def check_answers(played: Played, pod: str, ip: str) -> None:
     label = answer.json()["predictions"][0]["label"]
     check(label == "7", f"{pod}: examples/digit-7.png read as {label}")
     print(f"{pod}: /predict reads examples/digit-7.png as 7")
+    check_grpc(played, pod, ip)
     operator = [p["containerPort"] for p in played.container["ports"] if p["name"] == "operator"]
     for operator_port in operator:  # Metrics for the ServiceMonitor, with no key.
         scrape = httpx.get(f"http://{ip}:{operator_port}/metrics", timeout=5)
         check(scrape.status_code == 200, f"{pod}: operator /metrics: {scrape.status_code}")
         check("cnn_serve_requests_total" in scrape.text, f"{pod}: no request counts scraped")
         print(f"{pod}: /metrics on the operator port {operator_port} is scraped without a key")
+
+
+def check_grpc(played: Played, pod: str, ip: str) -> None:
+    """The pod's gRPC port (the manifest's ``grpc``) answers tritonclient.grpc: health without
+    a key, inference with the Secret's key when there is one."""
+    port = next(p["containerPort"] for p in played.container["ports"] if p["name"] == "grpc")
+    client = triton_grpc.InferenceServerClient(f"{ip}:{port}")
+    check(client.is_server_ready(), f"{pod}: gRPC ServerReady is false")
+    headers = (
+        {} if played.api_key is None else {"authorization": f"Bearer {mounted_key(played, pod)}"}
+    )
+    digit = Image.open(ROOT / "examples" / "digit-7.png").convert("L").resize((28, 28))
+    values = np.asarray(digit, dtype=np.float32)[np.newaxis, :, :, np.newaxis] / 255.0
+    tensor = triton_grpc.InferInput("input", list(values.shape), "FP32")
+    tensor.set_data_from_numpy(values)
+    result = client.infer("mnist-deep-cnn", [tensor], headers=headers)
+    check(result.as_numpy("probabilities").shape == (1, 10), f"{pod}: gRPC infer shape")
+    client.close()
+    print(f"{pod}: gRPC on port {port} answers ServerReady and ModelInfer")
 
 
 def mounted_key(played: Played, pod: str) -> str:

@@ -1,8 +1,9 @@
 """Real requests against a running server: an image upload to /predict and /feature-maps, the
-model list, V2 inference, /metrics and a malformed request.
+model list, V2 inference over HTTP and gRPC, /metrics and a malformed request.
 
 Usage: python scripts/smoke_requests.py URL [--default-model NAME] [--models NAME,NAME]
-(``--default-model`` and ``--models``: what the server must say it serves)."""
+[--grpc HOST:PORT] (``--default-model`` and ``--models``: what the server must say it serves;
+``--grpc``: where its V2 gRPC service listens)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import argparse
 import io
 
 import httpx
+import numpy as np
+import tritonclient.grpc as triton_grpc
 from PIL import Image, ImageDraw
 
 
@@ -22,7 +25,24 @@ def drawn_one() -> bytes:
     return buffer.getvalue()
 
 
-def main(base_url: str, default_model: str | None, model_names: list[str] | None) -> None:
+def grpc_requests(address: str) -> None:
+    """Health, metadata and one inference over gRPC with NVIDIA's client."""
+    client = triton_grpc.InferenceServerClient(address)
+    assert client.is_server_ready() and client.is_model_ready("mnist-deep-cnn")
+    pixels = np.asarray(Image.open(io.BytesIO(drawn_one())).convert("L").resize((28, 28)))
+    digit = (255 - pixels.astype(np.float32)) / 255.0
+    tensor = triton_grpc.InferInput("input", [1, 28, 28, 1], "FP32")
+    tensor.set_data_from_numpy(digit[np.newaxis, :, :, np.newaxis])
+    result = client.infer("mnist-deep-cnn", [tensor])
+    probabilities = result.as_numpy("probabilities")
+    assert probabilities.shape == (1, 10) and abs(float(probabilities.sum()) - 1) < 1e-4
+    print(f"gRPC ModelInfer on {address}: top class {int(probabilities.argmax())}")
+    client.close()
+
+
+def main(
+    base_url: str, default_model: str | None, model_names: list[str] | None, grpc: str | None
+) -> None:
     with httpx.Client(base_url=base_url, timeout=10) as client:
         prediction = client.post(
             "/predict", files={"files": ("one.jpg", drawn_one(), "image/jpeg")}
@@ -64,6 +84,8 @@ def main(base_url: str, default_model: str | None, model_names: list[str] | None
         bad = client.post("/predict", content=b"{", headers={"content-type": "application/json"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
         print("malformed JSON -> 400 JSON error")
+    if grpc is not None:
+        grpc_requests(grpc)
 
 
 if __name__ == "__main__":
@@ -71,5 +93,6 @@ if __name__ == "__main__":
     parser.add_argument("url")
     parser.add_argument("--default-model")
     parser.add_argument("--models", type=lambda text: text.split(","))
+    parser.add_argument("--grpc")
     args = parser.parse_args()
-    main(args.url, args.default_model, args.models)
+    main(args.url, args.default_model, args.models, args.grpc)

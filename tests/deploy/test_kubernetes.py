@@ -112,6 +112,20 @@ def test_kserve_inference_service_is_valid() -> None:
         assert predictor[probe]["httpGet"]["path"].startswith("/v2/health/")
 
 
+def test_kserve_grpc_inference_service_is_valid_and_names_the_grpc_port() -> None:
+    service = yaml.safe_load((K8S / "kserve" / "inferenceservice-grpc.yaml").read_text())
+    validate(service)
+    (predictor,) = service["spec"]["predictor"]["containers"]
+    # KServe takes a port named h2c as the predictor's gRPC port.
+    assert predictor["ports"] == [
+        {"name": "h2c", "containerPort": Settings().grpc_port, "protocol": "TCP"}
+    ]
+    rest = yaml.safe_load((K8S / "kserve" / "inferenceservice.yaml").read_text())
+    (rest_predictor,) = rest["spec"]["predictor"]["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert predictor[probe] == rest_predictor[probe]  # HTTP health, beside gRPC.
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_deployment_keeps_its_hardening(rendered: dict[str, list[Manifest]], overlay: str) -> None:
     pod = only(rendered[overlay], "Deployment")["spec"]["template"]["spec"]
@@ -133,7 +147,7 @@ def test_deployment_keeps_its_hardening(rendered: dict[str, list[Manifest]], ove
     assert resources["requests"] == resources["limits"]  # Guaranteed QoS: no CPU stealing.
     policy = only(rendered[overlay], "NetworkPolicy")
     ports = [port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]]
-    assert ports == ["http"]
+    assert ports == ["http", "grpc"]
 
 
 def settings_from(config_map: Manifest) -> Settings:
@@ -166,15 +180,23 @@ def test_image_and_manifests_agree(rendered: dict[str, list[Manifest]], overlay:
     pod = only(rendered[overlay], "Deployment")["spec"]["template"]["spec"]
     main = container(rendered[overlay])
     settings = settings_from(only(rendered[overlay], "ConfigMap", "cnn-serve-config"))
-    exposed = int(re.search(r"^EXPOSE (\d+)", dockerfile(), re.MULTILINE).group(1))  # type: ignore[union-attr]
+    exposed = [
+        int(port)
+        for port in re.search(r"^EXPOSE ([\d ]+)$", dockerfile(), re.MULTILINE).group(1).split()  # type: ignore[union-attr]
+    ]
     user = int(re.search(r"--uid (\d+)", dockerfile()).group(1))  # type: ignore[union-attr]
     ports = {port["name"]: port["containerPort"] for port in main["ports"]}
-    assert ports["http"] == exposed == settings.port
+    grpc_port = Settings.model_fields["grpc_port"].default  # The ConfigMap keeps the default.
+    assert (
+        "CNN_SERVE_GRPC_PORT"
+        not in only(rendered[overlay], "ConfigMap", "cnn-serve-config")["data"]
+    )
+    assert [ports["http"], ports["grpc"]] == exposed == [settings.port, grpc_port]
     assert ports["operator"] == settings.operator_port
     assert pod["securityContext"]["runAsUser"] == user
     assert re.search(rf"^USER {user}$", dockerfile(), re.MULTILINE)
     service = only(rendered[overlay], "Service")
-    assert {port["targetPort"] for port in service["spec"]["ports"]} == {"http", "operator"}
+    assert {port["targetPort"] for port in service["spec"]["ports"]} == {"http", "grpc", "operator"}
 
 
 def test_probes_answer_in_the_configured_service(rendered: dict[str, list[Manifest]]) -> None:
