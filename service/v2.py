@@ -30,7 +30,7 @@ from service.errors import (
     PayloadTooLargeError,
 )
 from service.explain import METHODS
-from service.metrics import ModelTotals, Timed
+from service.metrics import ModelTotals, ServiceMetrics, Timed
 from service.numbers import whole_number
 from service.preprocessing import checked_unit_interval
 from service.shared_memory import SharedMemoryRegistry
@@ -316,6 +316,24 @@ def model_statistics(name: str, version: str, totals: ModelTotals) -> dict[str, 
         "batch_stats": [],
         "memory_usage": [],
     }
+
+
+def statistics(
+    state: ServingState, metrics: ServiceMetrics, name: str | None, version: str | None
+) -> dict[str, Any]:
+    """Triton's ``$stats_model_response``: every served model's statistics (``name`` None), or
+    one V2 model's (raises ModelNotFoundError as ``served_model`` does)."""
+    if name is None:
+        totals = metrics.model_totals(state.models)
+        return {
+            "model_stats": [
+                model_statistics(served, runtime.card.version, totals[served])
+                for served, runtime in sorted(state.models.items())
+            ]
+        }
+    runtime, published = served_model(state, name, version)
+    (one,) = metrics.model_totals([runtime.name]).values()
+    return {"model_stats": [model_statistics(published.name, runtime.card.version, one)]}
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:

@@ -81,13 +81,7 @@ async def server_ready(request: Request) -> Response:
 @router.get("/models/stats", responses=_ERRORS)
 async def all_model_statistics(request: Request, state: Serving) -> dict[str, Any]:
     """Triton's statistics for every served model."""
-    totals = request.app.state.metrics.model_totals(state.models)
-    return {
-        "model_stats": [
-            v2.model_statistics(name, runtime.card.version, totals[name])
-            for name, runtime in sorted(state.models.items())
-        ]
-    }
+    return v2.statistics(state, request.app.state.metrics, None, None)
 
 
 @router.get("/models/{name}/stats", responses=_ERRORS)
@@ -96,9 +90,7 @@ async def model_statistics(
     name: str, request: Request, state: Serving, version: str | None = None
 ) -> dict[str, Any]:
     """Triton's statistics for one model: request, queue and compute counts and durations."""
-    runtime, published = v2.served_model(state, name, version)
-    (totals,) = request.app.state.metrics.model_totals([runtime.name]).values()
-    return {"model_stats": [v2.model_statistics(published.name, runtime.card.version, totals)]}
+    return v2.statistics(state, request.app.state.metrics, name, version)
 
 
 @router.get("/models/{name}", responses=_ERRORS)

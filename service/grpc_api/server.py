@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from service import inference, v2
 from service.admission import Admission
@@ -237,6 +238,18 @@ class InferenceService:
 
     async def ModelInfer(self, request: Any, context: Context) -> Any:  # noqa: N802
         return await self._call("ModelInfer", context, lambda: self._infer(request, context))
+
+    async def ModelStatistics(self, request: Any, context: Context) -> Any:  # noqa: N802
+        async def answer() -> Any:
+            document = v2.statistics(
+                self._state(),
+                self.shared.metrics,
+                request.name or None,
+                request.version or None,
+            )
+            return json_format.ParseDict(document, pb.ModelStatisticsResponse())
+
+        return await self._call("ModelStatistics", context, answer)
 
     async def RepositoryIndex(self, request: Any, context: Context) -> Any:  # noqa: N802
         async def answer() -> Any:

@@ -215,6 +215,28 @@ def test_unknown_models_and_outputs(service: GrpcService) -> None:
         service.triton.get_model_metadata("no-such-model")
 
 
+def test_statistics_count_grpc_inferences(
+    service: GrpcService, mnist_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    before = service.triton.get_inference_statistics(MODEL).model_stats[0]
+    service.triton.infer(MODEL, [input_tensor(images_of(mnist_digits, 3))])
+    after = service.triton.get_inference_statistics(MODEL).model_stats[0]
+    assert after.inference_count == before.inference_count + 3
+    assert after.inference_stats.success.count == before.inference_stats.success.count + 1
+    every = service.triton.get_inference_statistics().model_stats
+    assert {stats.name for stats in every} >= {MODEL, "fashion-deep-cnn"}
+    assert (
+        service.http.get(f"/v2/models/{MODEL}/stats").json()["model_stats"][0]["inference_count"]
+        == str(after.inference_count)
+        or int(
+            service.http.get(f"/v2/models/{MODEL}/stats").json()["model_stats"][0][
+                "inference_count"
+            ]
+        )
+        == after.inference_count
+    )
+
+
 def test_the_request_id_is_echoed_or_made(service: GrpcService) -> None:
     _, call = service.stub.ServerLive.with_call(
         pb.ServerLiveRequest(), metadata=(("x-request-id", "trace-me-42"),)
