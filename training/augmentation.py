@@ -1,13 +1,17 @@
 """Training-time augmentation: the variation that real drawings and photos bring.
 
-Two recipes, chosen with ``--augment``:
+Three recipes, chosen with ``--augment``:
 
 - ``light``: small rotations, shifts and zooms (the tutorial's own).
 - ``drawings``: what preprocessing cannot fully undo on real input: stroke-width changes (random
   grey-level erosion or dilation), small elastic distortions (Simard et al., 2003), and larger
   rotations, shifts and zooms.
+- ``photos``: ``drawings`` plus what photographed handwriting adds: dotted and broken strokes,
+  ink that fades along the digit (a pen running dry), and continental styles (a 1 with a flag
+  and a foot, a crossed 7), which MNIST's American writers rarely used.
 
-Everything runs inside the ``tf.data`` pipeline on batches of float32 (N, 28, 28, 1) in [0, 1].
+Everything runs inside the ``tf.data`` pipeline on batches of float32 (N, 28, 28, 1) in [0, 1]
+with their (N,) integer labels.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-AUGMENTATIONS = ("none", "light", "drawings")
-Augmenter = Callable[[tf.Tensor], tf.Tensor]
+AUGMENTATIONS = ("none", "light", "drawings", "photos")
+Augmenter = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 # Elastic distortion as Simard et al. describe it for MNIST: a random displacement field in
 # [-1, 1], smoothed by a Gaussian of ELASTIC_SIGMA pixels and scaled by up to ELASTIC_ALPHA.
@@ -34,6 +38,17 @@ MAX_EROSION_BLEND = 0.8
 MAX_ROTATION_DEGREES = 15.0
 MAX_ZOOM = 0.12
 MAX_SHIFT_PIXELS = 2.5
+# The photos recipe: the share of images whose strokes are broken into dashes or dots, and the
+# size (Gaussian sigma, pixels) of the gaps' random pattern; how much of the ink survives.
+BROKEN_STROKE_PROBABILITY = 0.3
+GAP_PATTERN_SIGMA = 1.8
+INK_KEPT = (0.4, 0.7)
+# The share of images whose ink fades across the digit, and how faint its faint side gets.
+FADING_INK_PROBABILITY = 0.25
+FADED_INK = (0.25, 0.6)
+# The share of 1s and 7s written the continental way (a 1's flag, sometimes a foot; a 7's bar).
+CONTINENTAL_PROBABILITY = 0.5
+PEN_HALF_WIDTH = 1.1
 
 
 def _affine(rotation: float, shift: float, zoom: float, seed: int) -> keras.Sequential:
@@ -47,14 +62,19 @@ def _affine(rotation: float, shift: float, zoom: float, seed: int) -> keras.Sequ
     )
 
 
-def _gaussian_kernel(sigma: float) -> tf.Tensor:
-    """A (size, size, 2, 1) depthwise kernel that blurs both displacement channels."""
+def gaussian_blur(planes: tf.Tensor, sigma: float) -> tf.Tensor:
+    """Blur each channel of float32 (N, H, W, C) by a Gaussian of ``sigma`` pixels (zero
+    outside), as two one-dimensional passes: (2r + 1) taps a pixel each instead of
+    (2r + 1) squared."""
     radius = int(3 * sigma)
     offsets = np.arange(-radius, radius + 1, dtype=np.float32)
     line = np.exp(-(offsets**2) / (2 * sigma**2))
-    plane = np.outer(line, line)
-    plane /= plane.sum()
-    return tf.constant(np.repeat(plane[:, :, np.newaxis, np.newaxis], 2, axis=2))
+    line /= line.sum()
+    channels = int(planes.shape[-1])
+    down = tf.constant(np.tile(line[:, None, None, None], (1, 1, channels, 1)))
+    across = tf.constant(np.tile(line[None, :, None, None], (1, 1, channels, 1)))
+    planes = tf.nn.depthwise_conv2d(planes, down, strides=[1, 1, 1, 1], padding="SAME")
+    return tf.nn.depthwise_conv2d(planes, across, strides=[1, 1, 1, 1], padding="SAME")
 
 
 def _bilinear_sample(images: tf.Tensor, rows: tf.Tensor, columns: tf.Tensor) -> tf.Tensor:
@@ -106,9 +126,7 @@ def random_warp(
     shift_rows = generator.uniform(per_image, -max_shift, max_shift)
     shift_columns = generator.uniform(per_image, -max_shift, max_shift)
     field = generator.uniform(tf.stack([count, height, width, 2]), -1.0, 1.0)
-    smooth = tf.nn.depthwise_conv2d(
-        field, _gaussian_kernel(ELASTIC_SIGMA), strides=[1, 1, 1, 1], padding="SAME"
-    )
+    smooth = gaussian_blur(field, ELASTIC_SIGMA)
     displacement = smooth * generator.uniform(tf.stack([count, 1, 1, 1]), 0.0, max_alpha)
     centre_row = (tf.cast(height, tf.float32) - 1) / 2
     centre_column = (tf.cast(width, tf.float32) - 1) / 2
@@ -141,6 +159,145 @@ def stroke_width_change(images: tf.Tensor, generator: tf.random.Generator) -> tf
     return thicker + MAX_EROSION_BLEND * tf.nn.relu(-amount) * (eroded - images)
 
 
+def _per_image(
+    generator: tf.random.Generator, count: tf.Tensor, low: float, high: float
+) -> tf.Tensor:
+    return generator.uniform(tf.stack([count, 1, 1, 1]), low, high)
+
+
+def broken_strokes(images: tf.Tensor, generator: tf.random.Generator) -> tf.Tensor:
+    """Break some images' strokes into dashes and dots, as a dotted pen or a rough surface does.
+
+    A smooth random pattern (uniform noise blurred by a Gaussian of 1.8 px) is thresholded
+    at a per-image quantile, so that about 40-70 % of the ink survives in blobs about as long as the
+    strokes are wide, in every direction at once.
+
+    Args:
+        images: float32 (N, H, W, 1).
+    """
+    count = tf.shape(images)[0]
+    pattern = gaussian_blur(generator.uniform(tf.shape(images)), GAP_PATTERN_SIGMA)
+    mean, variance = tf.nn.moments(pattern, axes=[1, 2, 3], keepdims=True)
+    pattern = (pattern - mean) / tf.sqrt(variance + 1e-12)  # Unit spread, whatever the blur.
+    # The threshold keeps the chosen share of each image's ink pixels (a quantile over them).
+    inked = tf.reshape(images > 0.3, tf.stack([count, -1]))
+    flat = tf.sort(tf.where(inked, tf.reshape(pattern, tf.shape(inked)), -1e9), axis=1)
+    kept = generator.uniform(tf.stack([count]), *INK_KEPT)
+    ink_pixels = tf.reduce_sum(tf.cast(inked, tf.float32), axis=1)
+    position = tf.shape(flat)[1] - 1 - tf.cast(kept * ink_pixels, tf.int32)
+    threshold = tf.gather(flat, tf.maximum(position, 0), axis=1, batch_dims=1)
+    threshold = threshold[:, None, None, None]
+    mask = tf.sigmoid((pattern - threshold) * 12.0)  # Soft edges, like a real pen's.
+    broken = generator.uniform(tf.stack([count, 1, 1, 1])) < BROKEN_STROKE_PROBABILITY
+    return tf.where(broken, images * mask, images)
+
+
+def fading_ink(images: tf.Tensor, generator: tf.random.Generator) -> tf.Tensor:
+    """Make some images' ink fade from one side of the digit to the other (a pen running dry).
+
+    Args:
+        images: float32 (N, H, W, 1).
+    """
+    shape = tf.shape(images)
+    count, height, width = shape[0], shape[1], shape[2]
+    angle = _per_image(generator, count, 0.0, 2 * np.pi)
+    rows, columns = tf.meshgrid(
+        tf.linspace(-1.0, 1.0, height), tf.linspace(-1.0, 1.0, width), indexing="ij"
+    )
+    along = tf.cos(angle) * rows[None, :, :, None] + tf.sin(angle) * columns[None, :, :, None]
+    edge = _per_image(generator, count, -0.4, 0.4)
+    sharpness = _per_image(generator, count, 3.0, 20.0)
+    faint = _per_image(generator, count, *FADED_INK)
+    fade = faint + (1.0 - faint) * tf.sigmoid((along - edge) * sharpness)
+    fading = generator.uniform(tf.stack([count, 1, 1, 1])) < FADING_INK_PROBABILITY
+    return tf.where(fading, images * fade, images)
+
+
+def _segments(start: tf.Tensor, end: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """Pen strokes from ``start`` to ``end`` ((N, 2) row, column), drawn as float32 (N, H, W, 1)."""
+    rows, columns = tf.meshgrid(
+        tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij"
+    )
+    pixels = tf.stack([rows, columns], axis=-1)[None]  # (1, H, W, 2)
+    origin, direction = start[:, None, None, :], (end - start)[:, None, None, :]
+    length = tf.reduce_sum(direction**2, axis=-1, keepdims=True) + 1e-6
+    along = tf.clip_by_value(
+        tf.reduce_sum((pixels - origin) * direction, axis=-1, keepdims=True) / length, 0.0, 1.0
+    )
+    distance = tf.norm(pixels - (origin + along * direction), axis=-1, keepdims=True)
+    return tf.clip_by_value(PEN_HALF_WIDTH + 0.5 - distance, 0.0, 1.0)
+
+
+def continental_strokes(
+    images: tf.Tensor, labels: tf.Tensor, generator: tf.random.Generator
+) -> tf.Tensor:
+    """Write some 1s with a flag (and sometimes a foot) and some 7s with a crossbar.
+
+    The strokes start from the digit's own ink: a 1's flag leaves its topmost ink down to the
+    left, its foot crosses under its lowest ink; a 7's bar crosses its stem half way down.
+
+    Args:
+        images: float32 (N, H, W, 1); labels: integer (N,).
+    """
+    shape = tf.shape(images)
+    count, height, width = shape[0], shape[1], shape[2]
+    ink = images[..., 0] > 0.5
+    columns = tf.range(width, dtype=tf.float32)
+    row_has_ink = tf.reduce_any(ink, axis=2)
+    top = tf.argmax(tf.cast(row_has_ink, tf.int32), axis=1, output_type=tf.int32)
+    bottom = (
+        height
+        - 1
+        - tf.argmax(tf.cast(tf.reverse(row_has_ink, [1]), tf.int32), axis=1, output_type=tf.int32)
+    )
+    tall = tf.cast(tf.maximum(bottom - top, 1), tf.float32)
+
+    def ink_column(row: tf.Tensor) -> tf.Tensor:
+        """The mean column of each image's ink on ``row`` (N,)."""
+        line = tf.cast(tf.gather(ink, row, axis=1, batch_dims=1), tf.float32)
+        return tf.reduce_sum(line * columns, axis=1) / tf.maximum(tf.reduce_sum(line, axis=1), 1.0)
+
+    top_f, bottom_f = tf.cast(top, tf.float32), tf.cast(bottom, tf.float32)
+    top_column, bottom_column = ink_column(top), ink_column(bottom)
+    middle = (top + bottom) // 2
+    middle_f, middle_column = tf.cast(middle, tf.float32), ink_column(middle)
+    flag_length = generator.uniform(tf.stack([count]), 0.22, 0.38) * tall
+    flag_angle = generator.uniform(tf.stack([count]), 0.6, 1.1)  # Radians below horizontal.
+    flag = _segments(
+        tf.stack([top_f, top_column], axis=1),
+        tf.stack(
+            [
+                top_f + flag_length * tf.sin(flag_angle),
+                top_column - flag_length * tf.cos(flag_angle),
+            ],
+            axis=1,
+        ),
+        height,
+        width,
+    )
+    foot_half = generator.uniform(tf.stack([count]), 0.15, 0.28) * tall
+    foot = _segments(
+        tf.stack([bottom_f, bottom_column - foot_half], axis=1),
+        tf.stack([bottom_f, bottom_column + foot_half], axis=1),
+        height,
+        width,
+    )
+    with_foot = generator.uniform(tf.stack([count, 1, 1, 1])) < 0.5
+    one = tf.maximum(flag, tf.where(with_foot, foot, tf.zeros_like(foot)))
+    bar_half = generator.uniform(tf.stack([count]), 0.15, 0.28) * tall
+    bar_tilt = generator.uniform(tf.stack([count]), -0.08, 0.08) * tall
+    seven = _segments(
+        tf.stack([middle_f + bar_tilt, middle_column - bar_half], axis=1),
+        tf.stack([middle_f - bar_tilt, middle_column + bar_half], axis=1),
+        height,
+        width,
+    )
+    labels = tf.reshape(tf.cast(labels, tf.int32), tf.stack([count, 1, 1, 1]))
+    chosen = generator.uniform(tf.stack([count, 1, 1, 1])) < CONTINENTAL_PROBABILITY
+    added = tf.where(labels == 1, one, tf.where(labels == 7, seven, tf.zeros_like(one)))
+    return tf.maximum(images, tf.where(chosen, added, tf.zeros_like(added)))
+
+
 def build_augmenter(name: str, seed: int) -> Augmenter | None:
     """The named recipe as a function of a batch, or None for ``none``.
 
@@ -153,11 +310,16 @@ def build_augmenter(name: str, seed: int) -> Augmenter | None:
         return None
     if name == "light":
         light = _affine(rotation=0.04, shift=0.08, zoom=0.08, seed=seed)
-        return lambda images: light(images, training=True)
+        return lambda images, labels: light(images, training=True)
     generator = tf.random.Generator.from_seed(seed)
 
-    def drawings(images: tf.Tensor) -> tf.Tensor:
+    def drawings(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         images = random_warp(stroke_width_change(images, generator), generator)
         return tf.clip_by_value(images, 0.0, 1.0)
 
-    return drawings
+    def photos(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        images = stroke_width_change(continental_strokes(images, labels, generator), generator)
+        images = random_warp(broken_strokes(images, generator), generator)
+        return tf.clip_by_value(fading_ink(images, generator), 0.0, 1.0)
+
+    return photos if name == "photos" else drawings

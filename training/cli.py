@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                 const="light",
                 default="none",
                 help="light: small shifts/rotations/zooms (--augment alone); drawings: also "
-                "stroke-width changes and elastic distortions, for real drawings and photos",
+                "stroke-width changes and elastic distortions, for real drawings; photos: also "
+                "dotted and broken strokes, fading ink and continental 1s and 7s",
             )
             sub.add_argument("--reduce-lr-patience", type=int, default=2)
             sub.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau")

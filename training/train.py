@@ -62,7 +62,7 @@ def _training_dataset(splits: Splits, config: TrainConfig) -> tf.data.Dataset:
     augmenter = build_augmenter(config.augment, config.seed)
     if augmenter is not None:
         dataset = dataset.map(
-            lambda images, labels: (augmenter(images), labels),
+            lambda images, labels: (augmenter(images, labels), labels),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
