@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
                 "stroke-width changes and elastic distortions, for real drawings; photos: also "
                 "dotted and broken strokes, fading ink and continental 1s and 7s",
             )
+            sub.add_argument(
+                "--initial-weights",
+                metavar="MODEL_DIR",
+                help="fine-tune: start from an exported model's weights (models/<name>, same "
+                "architecture) instead of random ones",
+            )
             sub.add_argument("--reduce-lr-patience", type=int, default=2)
             sub.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau")
             sub.add_argument("--early-stopping-patience", type=int, default=4)
@@ -182,6 +188,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         reduce_lr_patience=args.reduce_lr_patience,
         lr_schedule=args.lr_schedule,
         limit_train_samples=args.limit_train_samples,
+        initial_weights=args.initial_weights,
     )
 
 

@@ -14,6 +14,7 @@ import tensorflow as tf
 from training.architectures import DEFAULT_ARCHITECTURE, build_model
 from training.augmentation import build_augmenter
 from training.data import Splits
+from training.explainers import keras_model_from_onnx
 
 
 @dataclass
@@ -34,6 +35,9 @@ class TrainConfig:
     # learning_rate to zero over all epochs along a half cosine (reduce_lr_patience unused).
     lr_schedule: str = "plateau"
     limit_train_samples: int | None = None
+    # Fine-tuning: start from the weights of an exported model (a models/<name> directory of
+    # the same architecture) instead of a random initialisation.
+    initial_weights: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,7 +102,11 @@ def train_model(splits: Splits, config: TrainConfig) -> tuple[keras.Model, dict[
         The fitted model (best validation weights when early stopping fires) and its history.
     """
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config.architecture)
+    model = (
+        keras_model_from_onnx(Path(config.initial_weights), config.architecture)
+        if config.initial_weights
+        else build_model(config.architecture)
+    )
     model.compile(
         optimizer=_optimizer(config.optimizer, _learning_rate(config, len(splits.x_train))),
         loss="sparse_categorical_crossentropy",
