@@ -117,7 +117,7 @@ def _lifespan(  # type: ignore[no-untyped-def]
         logger.info("ready: %s (default %s)", ", ".join(loaded), settings.default_model)
         app.state.lifecycle = lifecycle
         watcher = asyncio.create_task(lifecycle.watch(), name="repository-watch")
-        grpc_server = await _start_grpc(app, settings, admission, metrics, api_keys)
+        grpc_server = await _start_grpc(app, settings, admission, metrics, api_keys, tracing)
         try:
             yield
         finally:
@@ -139,6 +139,7 @@ async def _start_grpc(
     admission: Admission,
     metrics: ServiceMetrics,
     api_keys: ApiKeys,
+    tracing: Tracing,
 ) -> grpc.aio.Server | None:
     """The V2 protocol over gRPC on ``CNN_SERVE_GRPC_PORT`` (None when it is 0)."""
     if not settings.grpc_port:
@@ -152,6 +153,7 @@ async def _start_grpc(
         lifecycle=lambda: app.state.lifecycle,
         title=app.title,
         version=app.version,
+        tracing=tracing,
     )
     return await start_grpc_server(context)
 

@@ -85,23 +85,32 @@ class Tracing:
 
     @contextmanager
     def request(self, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> Iterator[Any]:
-        """The server span of one request, its parent from ``traceparent``; yields the span
-        (None when off), current for the request's task while the block runs."""
+        """The server span of one HTTP request, its parent from ``traceparent``; yields the
+        span (None when off), current for the request's task while the block runs."""
+        carrier = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in headers
+            if name in (b"traceparent", b"tracestate")
+        }
+        attributes = {"http.request.method": method, "url.path": path}
+        with self.server_span(f"{method} {path}", carrier, attributes) as span:
+            yield span
+
+    @contextmanager
+    def server_span(
+        self, name: str, carrier: Mapping[str, str], attributes: dict[str, Any]
+    ) -> Iterator[Any]:
+        """A server span whose parent is the W3C trace context in ``carrier`` (``traceparent``,
+        ``tracestate``: HTTP headers or gRPC metadata); yields it (None when off)."""
         if self.tracer is None:
             yield None
             return
         from opentelemetry.trace import SpanKind
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        carrier = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in headers
-            if name in (b"traceparent", b"tracestate")
-        }
-        parent = TraceContextTextMapPropagator().extract(carrier)
-        attributes = {"http.request.method": method, "url.path": path}
+        parent = TraceContextTextMapPropagator().extract(dict(carrier))
         with self.tracer.start_as_current_span(
-            f"{method} {path}", context=parent, kind=SpanKind.SERVER, attributes=attributes
+            name, context=parent, kind=SpanKind.SERVER, attributes=attributes
         ) as span:
             yield span
 

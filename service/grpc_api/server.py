@@ -37,7 +37,7 @@ from service.errors import (
     ServiceError,
 )
 from service.grpc_api import inference_pb2 as pb
-from service.grpc_api.messages import service_handler
+from service.grpc_api.messages import SERVICE, service_handler
 from service.lifecycle import ModelLifecycle
 from service.limits import Deadline
 from service.metrics import ServiceMetrics
@@ -45,6 +45,7 @@ from service.request_ids import CURRENT, request_id
 from service.security import ApiKeys
 from service.siblings import workers_not_serving
 from service.state import ServingState
+from service.tracing import Tracing
 
 logger = logging.getLogger("service")
 Message = TypeVar("Message")
@@ -78,6 +79,7 @@ class GrpcContext:
     lifecycle: Callable[[], ModelLifecycle | None]
     title: str
     version: str
+    tracing: Tracing
 
 
 def _parameter_value(parameter: Any) -> v2.ParameterValue | None:
@@ -336,7 +338,7 @@ class InferenceService:
         context: Context,
         answer: Callable[[], Awaitable[Message]],
     ) -> Message:
-        """Run one call: its request ID, API key, error mapping and metrics."""
+        """Run one call: its request ID, trace span, API key, error mapping and metrics."""
         started = time.perf_counter()
         metadata = {
             key: value
@@ -345,7 +347,34 @@ class InferenceService:
         }
         offered = metadata.get("x-request-id")
         token = CURRENT.set(request_id(offered.encode() if offered is not None else None))
-        code = grpc.StatusCode.OK
+        outcome = _Outcome()
+        attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
+        try:
+            with self.shared.tracing.server_span(
+                f"{SERVICE}/{method}", metadata, attributes
+            ) as span:
+                try:
+                    return await self._answer(method, context, metadata, answer, outcome)
+                finally:
+                    if span is not None:
+                        span.set_attribute("rpc.grpc.status_code", outcome.code.value[0])
+                        span.set_attribute("request.id", CURRENT.get())
+        finally:
+            self.shared.metrics.observe_grpc(
+                method, outcome.code.name, time.perf_counter() - started
+            )
+            CURRENT.reset(token)
+
+    async def _answer(
+        self,
+        method: str,
+        context: Context,
+        metadata: dict[str, str],
+        answer: Callable[[], Awaitable[Message]],
+        outcome: _Outcome,
+    ) -> Message:
+        """``answer()``, or the call aborted with the status its error maps to (in
+        ``outcome``)."""
         try:
             await context.send_initial_metadata((("x-request-id", CURRENT.get()),))
             if method not in OPEN_METHODS and not self.shared.api_keys.matches(
@@ -357,27 +386,31 @@ class InferenceService:
                 )
             return await answer()
         except _Refusal as refusal:
-            code = refusal.code
-            await context.abort(code, refusal.message)
+            outcome.code = refusal.code
+            await context.abort(refusal.code, refusal.message)
         except ServiceError as error:
-            code = STATUS_CODES.get(type(error), grpc.StatusCode.INTERNAL)
-            if code == grpc.StatusCode.INTERNAL:
+            outcome.code = STATUS_CODES.get(type(error), grpc.StatusCode.INTERNAL)
+            if outcome.code == grpc.StatusCode.INTERNAL:
                 logger.error("%s failed: %s", method, error.message)
-            await context.abort(code, error.message)
+            await context.abort(outcome.code, error.message)
         except ClientGoneError:
-            code = grpc.StatusCode.CANCELLED
-            await context.abort(code, "the client went away")
+            outcome.code = grpc.StatusCode.CANCELLED
+            await context.abort(outcome.code, "the client went away")
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+            outcome.code = grpc.StatusCode.CANCELLED
             raise
         except Exception:  # A defect here: logged in full, the client told nothing more.
-            code = grpc.StatusCode.INTERNAL
+            outcome.code = grpc.StatusCode.INTERNAL
             logger.exception("%s failed", method)
-            await context.abort(code, "internal error")
-        finally:
-            self.shared.metrics.observe_grpc(method, code.name, time.perf_counter() - started)
-            CURRENT.reset(token)
+            await context.abort(outcome.code, "internal error")
         raise AssertionError("context.abort returns only by raising")  # pragma: no cover
+
+
+@dataclass
+class _Outcome:
+    """The status a call ends with (OK unless an error maps to another)."""
+
+    code: grpc.StatusCode = grpc.StatusCode.OK
 
 
 class _Refusal(Exception):

@@ -18,11 +18,15 @@ import tritonclient.grpc as triton
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tritonclient.utils import InferenceServerException
 
 from service.app import create_app
 from service.grpc_api import inference_pb2 as pb
 from service.grpc_api.messages import Stub
+from service.tracing import Tracing
 from tests.conftest import MODELS_DIR, ROOT, make_settings, slow_model
 from tests.servers import free_port
 
@@ -33,9 +37,10 @@ KEY = "grpc-test-key"
 class GrpcService:
     """An app serving gRPC on its own port, with both kinds of client."""
 
-    def __init__(self, **overrides: object) -> None:
+    def __init__(self, tracing: Tracing | None = None, **overrides: object) -> None:
         self.port = free_port()
-        self.http = TestClient(create_app(make_settings(grpc_port=self.port, **overrides)))
+        settings = make_settings(grpc_port=self.port, **overrides)
+        self.http = TestClient(create_app(settings, tracing=tracing))
 
     def __enter__(self) -> GrpcService:
         self.http.__enter__()
@@ -239,6 +244,32 @@ def test_the_request_id_is_echoed_or_made(service: GrpcService) -> None:
     )
     made = dict(call.initial_metadata())["x-request-id"]
     assert len(made) == 32 and made != "bad id with spaces"
+
+
+def test_a_call_continues_the_clients_trace_with_a_span_per_stage(
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with GrpcService(tracing=Tracing.for_provider(provider)) as traced:
+        traced.triton.infer(
+            MODEL,
+            [input_tensor(images_of(mnist_digits, 2))],
+            headers={"traceparent": f"00-{trace_id}-{parent_id}-01", "x-request-id": "t-1"},
+        )
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    server = spans["inference.GRPCInferenceService/ModelInfer"]
+    assert format(server.context.trace_id, "032x") == trace_id
+    assert server.parent is not None and format(server.parent.span_id, "016x") == parent_id
+    assert server.attributes["rpc.system"] == "grpc"
+    assert server.attributes["rpc.grpc.status_code"] == 0
+    assert server.attributes["request.id"] == "t-1"
+    for name in ("preprocess", "queue", "batch inference", "serialize"):
+        child = spans[name]
+        assert child.parent is not None and child.parent.span_id == server.context.span_id, name
+    assert spans["batch inference"].attributes["batch.size"] == 2
 
 
 def test_grpc_calls_are_counted_in_metrics(service: GrpcService) -> None:
