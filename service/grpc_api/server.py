@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from service import inference, v2
@@ -37,6 +36,7 @@ from service.errors import (
     ServiceError,
 )
 from service.grpc_api import inference_pb2 as pb
+from service.grpc_api.convert import infer_response, parse_infer_request
 from service.grpc_api.messages import SERVICE, service_handler
 from service.lifecycle import ModelLifecycle
 from service.limits import Deadline
@@ -80,113 +80,6 @@ class GrpcContext:
     title: str
     version: str
     tracing: Tracing
-
-
-def _parameter_value(parameter: Any) -> v2.ParameterValue | None:
-    """An ``InferParameter`` or ``ModelRepositoryParameter`` as a Python value (None: unset)."""
-    kind = parameter.WhichOneof("parameter_choice")
-    if kind is None:
-        return None
-    value: v2.ParameterValue = getattr(parameter, kind)
-    if isinstance(value, bytes):
-        raise BadRequestError("bytes parameters are not supported")
-    return value
-
-
-def _parameters(parameters: Any) -> dict[str, v2.ParameterValue]:
-    values = {name: _parameter_value(value) for name, value in parameters.items()}
-    return {name: value for name, value in values.items() if value is not None}
-
-
-def _set_parameters(target: Any, values: dict[str, Any]) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool):
-            target[name].bool_param = value
-        elif isinstance(value, int):
-            target[name].int64_param = value
-        else:
-            target[name].string_param = str(value)
-
-
-# The typed-contents field that carries each accepted input datatype.
-CONTENTS_FIELDS = {"FP32": "fp32_contents", "UINT8": "uint_contents"}
-
-
-def _input_values(tensor: Any, raw: bytes | None) -> tuple[dict[str, Any], Any, bytes]:
-    """(the input as a V2 JSON document's entry, its values as data, its bytes as the tail)."""
-    entry: dict[str, Any] = {
-        "name": tensor.name,
-        "datatype": tensor.datatype,
-        "shape": list(tensor.shape),
-        "parameters": _parameters(tensor.parameters),
-    }
-    if raw is not None:
-        if tensor.HasField("contents"):
-            raise BadRequestError(f"input {tensor.name!r} has both contents and raw_input_contents")
-        entry["parameters"]["binary_data_size"] = len(raw)
-        return entry, None, raw
-    field = CONTENTS_FIELDS.get(tensor.datatype)
-    if field is None:  # service.v2 says which datatypes are accepted.
-        return entry, [], b""
-    filled = [descriptor.name for descriptor, _ in tensor.contents.ListFields()]
-    if filled and filled != [field]:
-        raise InvalidInputError(
-            f"input {tensor.name!r} of datatype {tensor.datatype} carries its values in "
-            f"contents.{field}, not {', '.join(filled)}"
-        )
-    return entry, list(getattr(tensor.contents, field)), b""
-
-
-def parse_infer_request(
-    request: Any, model: v2.V2Model, state: ServingState, max_items: int
-) -> v2.ParsedInference:
-    """A ``ModelInferRequest`` checked as a V2 HTTP request is (``service.v2``).
-
-    Raises:
-        ServiceError: as ``service.v2.parse_request`` does.
-    """
-    raw_contents = list(request.raw_input_contents)
-    if raw_contents and len(raw_contents) != len(request.inputs):
-        raise BadRequestError(
-            f"raw_input_contents has {len(raw_contents)} entries for {len(request.inputs)} inputs"
-        )
-    inputs, data, tails = [], [], []
-    for index, tensor in enumerate(request.inputs):
-        entry, values, tail = _input_values(tensor, raw_contents[index] if raw_contents else None)
-        inputs.append(entry)
-        data.append(values)
-        tails.append(tail)
-    document: dict[str, Any] = {
-        "id": request.id or None,
-        "parameters": _parameters(request.parameters),
-        "inputs": inputs,
-    }
-    if request.outputs:
-        document["outputs"] = [
-            {"name": output.name, "parameters": _parameters(output.parameters)}
-            for output in request.outputs
-        ]
-    parsed = v2.checked_request(
-        v2.validated_request(document), data, tails[0] if tails else b"", model, max_items, None
-    )
-    settings = state.settings
-    return v2.within_output_limits(
-        parsed, settings.max_feature_map_items, settings.max_explain_items
-    )
-
-
-def infer_response(
-    model: v2.V2Model, parsed: v2.ParsedInference, tensors: dict[str, np.ndarray]
-) -> Any:
-    """The ``ModelInferResponse``: every output's values in ``raw_output_contents``, as
-    Triton answers (tritonclient reads them there)."""
-    response = pb.ModelInferResponse(
-        model_name=model.name, model_version=model.card.version, id=parsed.request_id or ""
-    )
-    for output in v2.encoded_outputs(model, parsed, tensors):
-        response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
-        response.raw_output_contents.append(output.raw)
-    return response
 
 
 class InferenceService:
