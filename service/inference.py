@@ -22,10 +22,10 @@ from service.preprocessing import (
     prepare_image,
     read_header,
 )
+from service.protocols.v2 import SALIENCY_OUTPUT, ParsedInference
 from service.reliability import verdicts
 from service.runtime import FeatureMaps, ModelRuntime, Scored
 from service.state import ServingState, batcher_of
-from service.v2 import SALIENCY_OUTPUT, ParsedInference
 
 
 def preprocess_method(payload: Payload, model: ModelRuntime) -> PreprocessMethod:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
-from service import inference, v2
+from service import inference
 from service.api.deps import Serving
 from service.api.lean import LeanRoute
 from service.api.responses import FastJSONResponse
@@ -29,6 +29,7 @@ from service.errors import (
 )
 from service.lifecycle import ModelLifecycle
 from service.payloads import check_json_value_count, json_value_count
+from service.protocols import v2
 from service.shared_memory import SharedMemoryRegistry
 from service.siblings import workers_not_serving
 from service.state import ServingState

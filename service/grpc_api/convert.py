@@ -1,6 +1,6 @@
-"""ModelInferRequest and ModelInferResponse to and from what ``service.v2`` checks and encodes:
-a gRPC request becomes the V2 JSON document an HTTP client would have sent (its raw contents as
-the binary tail), so both framings share every check."""
+"""ModelInferRequest and ModelInferResponse to and from what ``service.protocols.v2`` checks
+and encodes: a gRPC request becomes the V2 JSON document an HTTP client would have sent (its raw
+contents as the binary tail), so both framings share every check."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from service import v2
 from service.errors import BadRequestError, InvalidInputError
 from service.grpc_api import inference_pb2 as pb
+from service.protocols import v2
 from service.state import ServingState
 
 
@@ -48,7 +48,7 @@ def _input_values(tensor: Any, raw: bytes | None) -> tuple[dict[str, Any], Any, 
         entry["parameters"]["binary_data_size"] = len(raw)
         return entry, None, raw
     field = CONTENTS_FIELDS.get(tensor.datatype)
-    if field is None:  # service.v2 says which datatypes are accepted.
+    if field is None:  # service.protocols.v2 says which datatypes are accepted.
         return entry, [], b""
     filled = [descriptor.name for descriptor, _ in tensor.contents.ListFields()]
     if filled and filled != [field]:
@@ -62,10 +62,10 @@ def _input_values(tensor: Any, raw: bytes | None) -> tuple[dict[str, Any], Any, 
 def parse_infer_request(
     request: Any, model: v2.V2Model, state: ServingState, max_items: int
 ) -> v2.ParsedInference:
-    """A ``ModelInferRequest`` checked as a V2 HTTP request is (``service.v2``).
+    """A ``ModelInferRequest`` checked as a V2 HTTP request is (``service.protocols.v2``).
 
     Raises:
-        ServiceError: as ``service.v2.parse_request`` does.
+        ServiceError: as ``service.protocols.v2.parse_request`` does.
     """
     raw_contents = list(request.raw_input_contents)
     if raw_contents and len(raw_contents) != len(request.inputs):

@@ -5,8 +5,8 @@ connections over the workers, as it does for HTTP) from the worker's own event l
 goes through what a V2 HTTP request goes through: the API-key check (``authorization:
 Bearer <key>`` in the call's metadata), admission, the request deadline (the shorter of
 ``REQUEST_TIMEOUT_S`` and the call's gRPC deadline), the same parsing and checks
-(``service.v2``), the dynamic batcher and the metrics. Only the framing differs; errors map
-to gRPC status codes as Triton maps them (``STATUS_CODES``).
+(``service.protocols.v2``), the dynamic batcher and the metrics. Only the framing differs;
+errors map to gRPC status codes as Triton maps them (``STATUS_CODES``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
-from service import inference, v2
+from service import inference
 from service.admission import Admission
 from service.config import Settings
 from service.errors import (
@@ -41,6 +41,7 @@ from service.grpc_api.messages import SERVICE, service_handler
 from service.lifecycle import ModelLifecycle
 from service.limits import Deadline
 from service.metrics import ServiceMetrics
+from service.protocols import v2
 from service.request_ids import CURRENT, request_id
 from service.security import ApiKeys
 from service.siblings import workers_not_serving

@@ -1,339 +1,43 @@
-"""The Open Inference Protocol ("KServe V2") with Triton's binary tensor and classification
-extensions: request parsing, tensor checks, and response encoding. No HTTP framework here.
-
-A request is a JSON header, optionally followed by the raw bytes of binary tensors (its length is
-then in ``Inference-Header-Content-Length``). This service's models take one input (``input``,
-FP32 [-1, H, W, 1] in [0, 1]; UINT8 0-255 is accepted too) and produce ``probabilities`` and one
-output per conv/pool layer (the feature maps), which a client asks for by name.
-
-Specifications: kserve/open-inference-protocol ``specification/protocol/inference_rest.md``;
-triton-inference-server/server ``docs/protocol/extension_binary_data.md`` and
-``extension_classification.md``.
-"""
+"""V2 inference requests, JSON or with binary tensors (Triton's extension), checked against
+the model and turned into model input. No HTTP framework here: gRPC requests are checked by the
+same ``checked_request``."""
 
 from __future__ import annotations
 
 import math
-import struct
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from model_card import ModelCard
 from service.errors import (
     BadRequestError,
     InvalidInputError,
-    ModelNotFoundError,
     PayloadTooLargeError,
 )
 from service.explain import METHODS
-from service.metrics import ModelTotals, ServiceMetrics, Timed
 from service.numbers import whole_number
 from service.preprocessing import checked_unit_interval
+from service.protocols.v2.messages import (
+    FEATURES_SUFFIX,
+    INPUT_DATATYPES,
+    PROTOCOL_DATATYPES,
+    SALIENCY_OUTPUT,
+    InferenceRequest,
+    OutputRequest,
+    ParameterValue,
+    ParsedInference,
+    RegionSlice,
+    RequestInput,
+    RequestOutput,
+    V2Model,
+)
 from service.shared_memory import SharedMemoryRegistry
 
 if TYPE_CHECKING:
-    from service.runtime import ModelRuntime
-    from service.state import ServingState
-
-SERVER_EXTENSIONS = [
-    "binary_tensor_data",
-    "classification",
-    "model_configuration",
-    "model_repository",
-    "statistics",
-]
-PLATFORM = "onnx_onnxv1"
-TRITON_PLATFORM = "onnxruntime_onnx"  # What Triton's model configuration calls this platform.
-FEATURES_SUFFIX = "-features"  # <model>-features: the model with its feature maps as outputs.
-# An output returned only when named, and not in the metadata's outputs (so that "no outputs
-# named: all outputs" stays cheap; it costs about 170 forward runs an image): the occlusion
-# saliency, float32 (N, H, W), of each image for its predicted class or for the output's
-# "target" parameter.
-SALIENCY_OUTPUT = "saliency"
-HEADER_LENGTH = "inference-header-content-length"
-# Datatypes a request may use for the image input, and how their values become [0, 1].
-INPUT_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
-# Every datatype the protocol defines, to tell "unknown" from "not accepted here".
-PROTOCOL_DATATYPES = {
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-    "FP16", "FP32", "FP64", "BYTES", "BF16",
-}  # fmt: skip
-ParameterValue = str | int | float | bool
-
-
-# Fields the protocol does not define are ignored, as KServe's and Triton's servers ignore them:
-# KServe's own client sends "model_name" and "model_version" in every request.
-IGNORE_UNKNOWN = ConfigDict(extra="ignore")
-
-
-def _no_parameters_as_empty(value: object) -> object:
-    """``"parameters": null`` (sent by some clients) means no parameters."""
-    return {} if value is None else value
-
-
-Parameters = Annotated[dict[str, ParameterValue], BeforeValidator(_no_parameters_as_empty)]
-
-
-class RequestInput(BaseModel):
-    """``$request_input``: one input tensor, its data in JSON or in the binary tail."""
-
-    model_config = IGNORE_UNKNOWN
-
-    name: str
-    shape: list[int] = Field(max_length=8)
-    datatype: str
-    parameters: Parameters = {}
-    data: list[Any] | None = Field(
-        None, description="The values, nested or flat, row-major (or binary_data_size)."
-    )
-
-
-class RequestOutput(BaseModel):
-    """``$request_output``: an output to return, and how (binary, classification)."""
-
-    model_config = IGNORE_UNKNOWN
-
-    name: str
-    parameters: Parameters = {}
-
-
-class InferenceRequest(BaseModel):
-    """``$inference_request``."""
-
-    model_config = IGNORE_UNKNOWN
-
-    id: str | None = None
-    parameters: Parameters = {}
-    inputs: list[RequestInput] = Field(min_length=1)
-    outputs: list[RequestOutput] | None = None
-
-
-@dataclass(frozen=True)
-class RegionSlice:
-    """``byte_size`` bytes at ``offset`` of a registered shared-memory region."""
-
-    region: str
-    offset: int
-    byte_size: int
-
-
-@dataclass(frozen=True)
-class OutputRequest:
-    """What to return for one output: as binary or JSON, classified (top ``classes``) or raw,
-    or written into a shared-memory region."""
-
-    name: str
-    binary: bool
-    classes: int | None
-    shared_memory: RegionSlice | None = None
-    target: int | None = None  # The class a saliency output explains (None: the predicted).
-    method: str = "occlusion"  # How a saliency output is made (service/explain.py).
-
-
-@dataclass(frozen=True)
-class ParsedInference:
-    """A checked request: images float32 (N, H, W, 1) in [0, 1], and the outputs to return."""
-
-    request_id: str | None
-    images: np.ndarray
-    outputs: list[OutputRequest]
-
-    @property
-    def feature_map_layers(self) -> list[str]:
-        """The feature-map outputs asked for (their output names)."""
-        return [
-            output.name
-            for output in self.outputs
-            if output.name not in ("probabilities", SALIENCY_OUTPUT)
-        ]
-
-    @property
-    def saliency(self) -> OutputRequest | None:
-        """The saliency output, when asked for."""
-        return next((output for output in self.outputs if output.name == SALIENCY_OUTPUT), None)
-
-
-@dataclass(frozen=True)
-class V2Model:
-    """A model as V2 publishes it, under two names: ``<name>`` has one output, the
-    probabilities; ``<name>-features`` has the probabilities and every feature map. The spec
-    returns all of a model's outputs when a request names none, so the plain name keeps that
-    cheap and the features name returns every map."""
-
-    name: str
-    card: ModelCard
-    with_features: bool
-
-    @property
-    def output_shapes(self) -> dict[str, list[int]]:
-        """Output name -> shape without the batch dimension, in the model card's order."""
-        shapes = {self.card.probabilities_output: [len(self.card.labels)]}
-        if self.with_features:
-            shapes.update({spec.output: list(spec.shape) for spec in self.card.feature_maps})
-        return shapes
-
-
-def published_model(name: str, cards: dict[str, ModelCard]) -> V2Model | None:
-    """The V2 model called ``name``: a served model, or ``<served>-features``."""
-    if name in cards:
-        return V2Model(name, cards[name], with_features=False)
-    base = name.removesuffix(FEATURES_SUFFIX)
-    if base != name and base in cards and cards[base].feature_maps:
-        return V2Model(name, cards[base], with_features=True)
-    return None
-
-
-def published_names(cards: dict[str, ModelCard]) -> list[str]:
-    """Every V2 model name ``published_model`` answers to, sorted."""
-    names = set(cards) | {
-        f"{name}{FEATURES_SUFFIX}" for name, card in cards.items() if card.feature_maps
-    }
-    return sorted(names)
-
-
-def served_model(
-    state: ServingState, name: str, version: str | None
-) -> tuple[ModelRuntime, V2Model]:
-    """The served model behind the V2 model ``name`` (``<model>`` or ``<model>-features``), or
-    a 404 whose text has Triton's "Request for unknown model" (clients match on it)."""
-    cards = {served: runtime.card for served, runtime in state.models.items()}
-    published = published_model(name, cards)
-    if published is None:
-        raise ModelNotFoundError(
-            f"Request for unknown model: '{name}' is not found; models: "
-            + ", ".join(published_names(cards))
-        )
-    served = state.version_numbers(published.card.name)
-    if version is None:
-        return state.models[published.card.name], published
-    runtime = state.versions[published.card.name].get(version)
-    if runtime is None:
-        raise ModelNotFoundError(
-            f"Request for unknown model: '{name}' version {version} is not found; served "
-            f"versions: {', '.join(map(str, served))}"
-        )
-    return runtime, replace(published, card=runtime.card)
-
-
-def model_metadata(model: V2Model, versions: list[int]) -> dict[str, Any]:
-    """``$metadata_model_response``: the served ``versions``, the input and every output, from
-    the model card."""
-    card = model.card
-    height, width = card.image_size
-    outputs = [
-        {"name": name, "datatype": "FP32", "shape": [-1, *shape]}
-        for name, shape in model.output_shapes.items()
-    ]
-    return {
-        "name": model.name,
-        "versions": [str(version) for version in versions],
-        "platform": PLATFORM,
-        "inputs": [{"name": card.input.name, "datatype": "FP32", "shape": [-1, height, width, 1]}],
-        "outputs": outputs,
-    }
-
-
-@dataclass(frozen=True)
-class BatchingLimits:
-    """The settings a Triton model configuration reports."""
-
-    max_batch_size: int
-    max_queue_delay_microseconds: int
-    preferred_batch_size: int
-    instances: int
-
-
-def model_config(model: V2Model, limits: BatchingLimits, versions: list[int]) -> dict[str, Any]:
-    """Triton's model configuration (``GET /v2/models/{name}/config``, as tritonclient's
-    ``get_model_config`` reads it): batch dimension left out of ``dims``, as Triton writes it;
-    the version policy as the versions served now.
-    """
-    card = model.card
-    height, width = card.image_size
-    outputs = [
-        {"name": name, "data_type": "TYPE_FP32", "dims": shape}
-        for name, shape in model.output_shapes.items()
-    ]
-    return {
-        "name": model.name,
-        "platform": TRITON_PLATFORM,
-        "backend": "onnxruntime",
-        "version_policy": {"specific": {"versions": versions}},
-        "max_batch_size": limits.max_batch_size,
-        "input": [
-            {
-                "name": card.input.name,
-                "data_type": "TYPE_FP32",
-                "format": "FORMAT_NHWC",
-                "dims": [height, width, 1],
-            }
-        ],
-        "output": outputs,
-        "dynamic_batching": {
-            "preferred_batch_size": [limits.preferred_batch_size],
-            "max_queue_delay_microseconds": limits.max_queue_delay_microseconds,
-        },
-        "instance_group": [{"name": model.name, "kind": "KIND_CPU", "count": limits.instances}],
-        "parameters": {"labels": {"string_value": ",".join(card.labels)}},
-    }
-
-
-def model_statistics(name: str, version: str, totals: ModelTotals) -> dict[str, Any]:
-    """Triton's ``$model_stat`` for a model published as ``name``, from its totals over every
-    worker (``ServiceMetrics.model_totals``).
-
-    success and fail: requests that reached the model, and their time from then to their
-    result; queue: their wait in the dynamic batcher's queue; compute_infer: ONNX Runtime runs
-    (``execution_count``; one run serves a whole batch); inference_count: images inferred.
-    Decoding and copying in and out are not split from those (compute_input and compute_output
-    stay 0), and there is no response cache.
-    """
-
-    def duration(timed: Timed) -> dict[str, int]:
-        return {"count": int(timed.count), "ns": int(timed.seconds * 1e9)}
-
-    nothing = duration(Timed(0, 0))
-    return {
-        "name": name,
-        "version": version,
-        "last_inference": int(totals.last_inference_s * 1000),
-        "inference_count": int(totals.images),
-        "execution_count": int(totals.runs.count),
-        "inference_stats": {
-            "success": duration(totals.success),
-            "fail": duration(totals.fail),
-            "queue": duration(totals.queue),
-            "compute_input": nothing,
-            "compute_infer": duration(totals.runs),
-            "compute_output": nothing,
-            "cache_hit": nothing,
-            "cache_miss": nothing,
-        },
-        "batch_stats": [],
-        "memory_usage": [],
-    }
-
-
-def statistics(
-    state: ServingState, metrics: ServiceMetrics, name: str | None, version: str | None
-) -> dict[str, Any]:
-    """Triton's ``$stats_model_response``: every served model's statistics (``name`` None), or
-    one V2 model's (raises ModelNotFoundError as ``served_model`` does)."""
-    if name is None:
-        totals = metrics.model_totals(state.models)
-        return {
-            "model_stats": [
-                model_statistics(served, runtime.card.version, totals[served])
-                for served, runtime in sorted(state.models.items())
-            ]
-        }
-    runtime, published = served_model(state, name, version)
-    (one,) = metrics.model_totals([runtime.name]).values()
-    return {"model_stats": [model_statistics(published.name, runtime.card.version, one)]}
+    pass
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -687,110 +391,3 @@ def _flag(parameters: dict[str, ParameterValue], name: str, default: bool) -> bo
     if not isinstance(value, bool):
         raise InvalidInputError(f"parameter {name} must be true or false")
     return value
-
-
-def classification_strings(
-    probabilities: np.ndarray, labels: list[str], classes: int
-) -> list[bytes]:
-    """Triton's "value:index:label" strings for the top ``classes`` of each row, row by row.
-
-    Args:
-        probabilities: float32 (N, len(labels)).
-    """
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :classes]
-    return [
-        f"{probabilities[row, index]:.6f}:{index}:{labels[index]}".encode()
-        for row in range(probabilities.shape[0])
-        for index in order[row]
-    ]
-
-
-@dataclass(frozen=True)
-class EncodedOutput:
-    """One output as the protocol returns it: its metadata, its values as little-endian bytes
-    (BYTES: each element after its 4-byte length) and as JSON data."""
-
-    name: str
-    datatype: str
-    shape: list[int]
-    raw: bytes
-    data: Any
-
-
-def encoded_outputs(
-    model: V2Model, parsed: ParsedInference, tensors: dict[str, np.ndarray]
-) -> list[EncodedOutput]:
-    """Each requested output, classified (Triton's strings) or as FP32, in request order.
-
-    Args:
-        tensors: output name -> float32 (N, ...) for each requested output.
-    """
-    encoded = []
-    for requested in parsed.outputs:
-        values = tensors[requested.name]
-        if requested.classes is not None:
-            strings = classification_strings(values, model.card.labels, requested.classes)
-            encoded.append(
-                EncodedOutput(
-                    requested.name,
-                    "BYTES",
-                    [values.shape[0], requested.classes],
-                    b"".join(struct.pack("<I", len(text)) + text for text in strings),
-                    [text.decode() for text in strings],
-                )
-            )
-        else:
-            encoded.append(
-                EncodedOutput(
-                    requested.name,
-                    "FP32",
-                    list(values.shape),
-                    values.astype("<f4", copy=False).tobytes(),
-                    values.ravel(),
-                )
-            )
-    return encoded
-
-
-def encode_response(
-    model: V2Model,
-    parsed: ParsedInference,
-    tensors: dict[str, np.ndarray],
-    shared_memory: SharedMemoryRegistry | None = None,
-) -> tuple[bytes, int | None]:
-    """The response body and, when it carries binary tensors, the JSON header's length.
-
-    Args:
-        tensors: output name -> float32 (N, ...) for each requested output.
-    """
-    outputs: list[dict[str, Any]] = []
-    binary_parts: list[bytes] = []
-    for requested, output in zip(
-        parsed.outputs, encoded_outputs(model, parsed, tensors), strict=True
-    ):
-        entry: dict[str, Any] = {
-            "name": output.name,
-            "datatype": output.datatype,
-            "shape": output.shape,
-        }
-        if requested.shared_memory is not None and shared_memory is not None:
-            target = requested.shared_memory
-            shared_memory.write(target.region, target.offset, target.byte_size, output.raw)
-            entry["parameters"] = {
-                "shared_memory_region": target.region,
-                "shared_memory_byte_size": len(output.raw),
-            }
-        elif requested.binary:
-            entry["parameters"] = {"binary_data_size": len(output.raw)}
-            binary_parts.append(output.raw)
-        else:
-            entry["data"] = output.data
-        outputs.append(entry)
-    document: dict[str, Any] = {"model_name": model.name, "model_version": model.card.version}
-    if parsed.request_id is not None:
-        document["id"] = parsed.request_id
-    document["outputs"] = outputs
-    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not binary_parts:
-        return header, None
-    return header + b"".join(binary_parts), len(header)

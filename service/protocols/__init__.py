@@ -1,0 +1,1 @@
+"""The protocols the service speaks beside its own API (the Open Inference Protocol, V2)."""
