@@ -205,10 +205,10 @@ class InferenceService:
             self.shared.metrics.overload_refusals.inc()
             await asyncio.sleep(admission.pause_s())
             retry_after = admission.retry_after_s(state.queued_items)
-            context.set_trailing_metadata((("retry-after", str(retry_after)),))
             raise OverloadedError(
                 f"the service is at capacity ({admission.in_flight} requests in flight); "
-                f"retry in {retry_after} s"
+                f"retry in {retry_after} s",
+                headers={"Retry-After": str(retry_after)},
             )
         self.shared.metrics.inflight_requests.set(admission.in_flight)
         try:
@@ -286,6 +286,9 @@ class InferenceService:
             outcome.code = STATUS_CODES.get(type(error), grpc.StatusCode.INTERNAL)
             if outcome.code == grpc.StatusCode.INTERNAL:
                 logger.error("%s failed: %s", method, error.message)
+            retry_after = error.headers.get("Retry-After")
+            if retry_after is not None:  # A full queue, like a full admission, says when.
+                context.set_trailing_metadata((("retry-after", retry_after),))
             await context.abort(outcome.code, error.message)
         except ClientGoneError:
             outcome.code = grpc.StatusCode.CANCELLED

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -326,9 +327,12 @@ def test_overload_is_resource_exhausted_with_retry_after(monkeypatch: pytest.Mon
             raw_input_contents=[np.zeros(784, "<f4").tobytes()],
         )
         first = busy.stub.ModelInfer.future(request)
-        with pytest.raises(grpc.RpcError) as raised:
-            for _ in range(50):  # Until the first call holds the one slot.
-                busy.stub.ModelInfer(request)
+        deadline = time.monotonic() + 10
+        while "cnn_serve_inflight_requests 1.0" not in busy.http.get("/metrics").text:
+            assert time.monotonic() < deadline, "the first call never got in"
+            time.sleep(0.01)
+        with pytest.raises(grpc.RpcError) as raised:  # It holds the one slot.
+            busy.stub.ModelInfer(request)
         assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert int(dict(raised.value.trailing_metadata())["retry-after"]) >= 1
         assert len(first.result().raw_output_contents) == 1
