@@ -1,5 +1,5 @@
 """Triton Inference Server (through NVIDIA's PyTriton) serving the same model.onnx, for
-``bench/grpc.py``: Triton's own C++ HTTP and gRPC front ends and dynamic batcher, with the
+``bench/grpc_load.py``: Triton's own C++ HTTP and gRPC front ends and dynamic batcher, with the
 model run by ONNX Runtime in PyTriton's Python backend (the only backend PyTriton offers).
 
 Two model instances (one per CPU here), each with one ONNX Runtime thread and spinning off, as

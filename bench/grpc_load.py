@@ -17,7 +17,7 @@ cnn-serve's gRPC against Triton's gRPC is the like-for-like comparison (same cli
 bytes). Each figure is the median over the rounds, and each ratio the median of the rounds'
 ratios.
 
-Usage: ``python bench/grpc.py [--rounds 3] [--duration 5]`` (Triton is skipped without
+Usage: ``python bench/grpc_load.py [--rounds 3] [--duration 5]`` (Triton is skipped without
 ``bench/.venvs/pytriton``; make it with ``python -m venv bench/.venvs/pytriton`` and
 ``bench/.venvs/pytriton/bin/pip install "nvidia-pytriton==0.7.*" "numpy<2" onnxruntime``).
 """
