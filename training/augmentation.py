@@ -40,9 +40,9 @@ MAX_ZOOM = 0.12
 MAX_SHIFT_PIXELS = 2.5
 # The photos recipe: the share of images whose strokes are broken into dashes or dots, and the
 # size (Gaussian sigma, pixels) of the gaps' random pattern; how much of the ink survives.
-BROKEN_STROKE_PROBABILITY = 0.3
+BROKEN_STROKE_PROBABILITY = 0.25
 GAP_PATTERN_SIGMA = 1.8
-INK_KEPT = (0.4, 0.7)
+INK_KEPT = (0.5, 0.8)
 # The share of images whose ink fades across the digit, and how faint its faint side gets.
 FADING_INK_PROBABILITY = 0.25
 FADED_INK = (0.25, 0.6)
@@ -169,7 +169,7 @@ def broken_strokes(images: tf.Tensor, generator: tf.random.Generator) -> tf.Tens
     """Break some images' strokes into dashes and dots, as a dotted pen or a rough surface does.
 
     A smooth random pattern (uniform noise blurred by a Gaussian of 1.8 px) is thresholded
-    at a per-image quantile, so that about 40-70 % of the ink survives in blobs about as long as the
+    at a per-image quantile, so that about 50-80 % of the ink survives in blobs about as long as the
     strokes are wide, in every direction at once.
 
     Args:
