@@ -101,7 +101,9 @@ def test_broken_strokes_leave_gaps_in_the_digits_they_break(
     assert 0.3 < float(kept.min()) and float(kept.max()) < 0.9  # Gaps, never the whole digit.
     pieces_before = [pieces(image[..., 0] > 0.5) for image in original]
     pieces_after = [pieces(image[..., 0] > 0.5) for image in broken]
-    assert np.median(pieces_after) >= np.median(pieces_before) + 2  # Dashes, not one stroke.
+    # Dashes, not one stroke: the typical digit falls into at least one more piece.
+    assert np.median(pieces_after) >= np.median(pieces_before) + 1
+    assert np.mean(pieces_after) >= np.mean(pieces_before) + 1
     assert (broken <= original + 1e-6).all()  # Ink is only taken away.
 
 
