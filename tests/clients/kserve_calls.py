@@ -1,8 +1,9 @@
 """Run inside the kserve SDK's own virtual environment (see test_kserve_sdk.py): KServe's
-``InferenceRESTClient`` with ``InferRequest``, as KServe's docs call it, against a running
-cnn-serve. Prints one JSON object with what each call returned.
+``InferenceRESTClient`` and ``InferenceGRPCClient`` with ``InferRequest``, as KServe's docs call
+them, against a running cnn-serve. Prints one JSON object with what each call returned.
 
-Usage: python kserve_calls.py BASE_URL IMAGES.npy   (float32 (N, 28, 28, 1) in [0, 1])
+Usage: python kserve_calls.py BASE_URL GRPC_ADDRESS IMAGES.npy
+(IMAGES.npy: float32 (N, 28, 28, 1) in [0, 1])
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import sys
 
 import numpy as np
-from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from kserve.protocol.infer_type import RequestedOutput
 
 MODEL = "mnist-deep-cnn"
@@ -65,5 +66,31 @@ async def calls(base_url: str, images: np.ndarray) -> dict[str, object]:
     return found
 
 
+async def grpc_calls(address: str, images: np.ndarray) -> dict[str, object]:
+    client = InferenceGRPCClient(address, timeout=30, retries=0)
+    found: dict[str, object] = {
+        "grpc_live": await client.is_server_live(),
+        "grpc_ready": await client.is_server_ready(),
+        "grpc_model_ready": await client.is_model_ready(MODEL),
+    }
+    answer = await client.infer(
+        InferRequest(MODEL, [image_input(images, False)], request_id="kserve-grpc-1")
+    )
+    found["grpc_id"] = answer.id
+    found["grpc_probabilities"] = answer.outputs[0].as_numpy().tolist()
+    try:
+        await client.infer(InferRequest("resnet", [image_input(images, False)]))
+        found["grpc_unknown_model"] = "answered"
+    except Exception as error:  # The SDK raises grpc.aio.AioRpcError with the server's text.
+        found["grpc_unknown_model"] = str(error)
+    await client.close()
+    return found
+
+
+async def every_call(base_url: str, address: str, images: np.ndarray) -> dict[str, object]:
+    return {**await calls(base_url, images), **await grpc_calls(address, images)}
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(calls(sys.argv[1], np.load(sys.argv[2])))))
+    found = asyncio.run(every_call(sys.argv[1], sys.argv[2], np.load(sys.argv[3])))
+    print(json.dumps(found))

@@ -1,6 +1,8 @@
-"""KServe's own Python SDK (``kserve.InferenceRESTClient`` with ``InferRequest``) against the
-real service: health, model readiness, JSON and binary inference equal to onnxruntime, a
-feature map from the ``-features`` model, and an unknown model's error text.
+"""KServe's own Python SDK (``kserve.InferenceRESTClient`` and ``InferenceGRPCClient`` with
+``InferRequest``) against the real service: health, model readiness, JSON and binary inference
+equal to onnxruntime, a feature map from the ``-features`` model, and an unknown model's error
+text; over gRPC: health, readiness, inference equal to onnxruntime, the request id and the
+unknown model's NOT_FOUND.
 
 The SDK runs in a virtual environment of its own, made once from ``kserve-constraints.txt``
 (pinned; its protobuf<7 conflicts with TensorFlow's in the project's environment) and cached
@@ -20,7 +22,7 @@ import onnxruntime as ort
 import pytest
 
 from tests.conftest import MODELS_DIR
-from tests.servers import running_service
+from tests.servers import free_port, running_service
 
 HERE = Path(__file__).resolve().parent
 CONSTRAINTS = HERE / "kserve-constraints.txt"
@@ -49,10 +51,11 @@ def test_kserve_rest_client_runs_inference(
 ) -> None:
     images = (mnist_digits[0][:3].astype(np.float32) / 255.0)[..., np.newaxis]
     np.save(tmp_path / "images.npy", images)
-    with running_service(workers=1) as service:
+    grpc_port = free_port()
+    with running_service(workers=1, grpc_port=grpc_port) as service:
         result = subprocess.run(
             [str(kserve_python), str(HERE / "kserve_calls.py"), service.url]
-            + [str(tmp_path / "images.npy")],
+            + [f"127.0.0.1:{grpc_port}", str(tmp_path / "images.npy")],
             capture_output=True,
             text=True,
             timeout=120,
@@ -67,3 +70,8 @@ def test_kserve_rest_client_runs_inference(
     np.testing.assert_allclose(found["binary_probabilities"], expected, rtol=1e-5, atol=1e-6)
     assert found["conv1_shape"] == [3, 26, 26, 32]
     assert "Request for unknown model: 'resnet'" in found["unknown_model"]
+    assert found["grpc_live"] and found["grpc_ready"] and found["grpc_model_ready"]
+    assert found["grpc_id"] == "kserve-grpc-1"
+    np.testing.assert_allclose(found["grpc_probabilities"], expected, rtol=1e-5, atol=1e-6)
+    assert "NOT_FOUND" in found["grpc_unknown_model"]
+    assert "Request for unknown model: 'resnet'" in found["grpc_unknown_model"]
