@@ -15,13 +15,8 @@ from service.explain import Explanation, explanations_by
 from service.limits import Deadline
 from service.options import ExplainOptions, FeatureMapOptions
 from service.payloads import Payload
-from service.preprocessing import (
-    arrays_to_batch,
-    check_size_as_is,
-    item_errors,
-    prepare_image,
-    read_header,
-)
+from service.preprocessing import arrays_to_batch
+from service.preprocessing.uploads import prepare_uploads
 from service.protocols.v2 import SALIENCY_OUTPUT, ParsedInference
 from service.reliability import verdicts
 from service.runtime import FeatureMaps, ModelRuntime, Scored
@@ -54,9 +49,9 @@ async def model_input(
     """Preprocess a payload into float32 (N, H, W, 1), off the event loop; ``notes`` gets one
     set per image of what preprocessing noticed (see ``preprocessing.prepare``).
 
-    Images are decoded one at a time, each after reserving the memory its header says it will
-    take from the process's decode budget, and only while the request is still wanted: past its
-    deadline or once its client has gone, the remaining images are not decoded.
+    Images are opened once and decoded one at a time, each within the memory its header says it
+    will take from the process's decode budget, and only while the request is still wanted
+    (``preprocessing.uploads``).
     """
     method = preprocess_method(payload, model)
     spec = model.card.preprocessing
@@ -65,23 +60,9 @@ async def model_input(
         if method == "none":
             return arrays_to_batch(payload.array, method, spec)
         return await asyncio.to_thread(arrays_to_batch, payload.array, method, spec)
-    limits = state.image_limits
-    prepared = []
-    for index, blob in enumerate(payload.images):
-        deadline.check()
-        with item_errors(index):
-            header = await asyncio.to_thread(read_header, blob, limits)
-            if method == "none":
-                check_size_as_is(header.size, spec)
-            async with state.decode_budget.reserve(header.decode_bytes):
-                deadline.check()
-                noticed: set[str] = set()
-                prepared.append(
-                    await asyncio.to_thread(prepare_image, blob, method, spec, limits, noticed)
-                )
-                if notes is not None:
-                    notes.append(noticed)
-    return np.stack(prepared)[..., np.newaxis]
+    return await prepare_uploads(
+        payload.images, method, spec, state.image_limits, state.decode_budget, deadline, notes
+    )
 
 
 def describe_predictions(

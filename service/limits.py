@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,34 +23,74 @@ class MemoryBudget:
 
     With one budget per process, the memory that concurrent image decodes hold together stays
     below ``capacity`` however many requests arrive; an image that alone needs more is refused.
+    Decoding threads take and give back bytes themselves (``try_take``, ``give_back``), so that
+    an image whose bytes are free is opened, checked and decoded in one thread hop; only one
+    that must wait goes back to the event loop for it (``reserve``).
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.available = capacity
-        self._changed = asyncio.Condition()
+        self._lock = threading.Lock()
+        self._freed: asyncio.Event | None = None  # Made on the event loop by the first waiter.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    @asynccontextmanager
-    async def reserve(self, amount: int) -> AsyncIterator[None]:
-        """Hold ``amount`` bytes of the budget for the duration of the block.
-
-        Raises:
-            PayloadTooLargeError: ``amount`` exceeds the whole budget.
-        """
+    def check(self, amount: int) -> None:
+        """Raises PayloadTooLargeError when ``amount`` exceeds the whole budget."""
         if amount > self.capacity:
             raise PayloadTooLargeError(
                 f"decoding this image would take about {amount // 2**20} MiB; the limit is "
                 f"{self.capacity // 2**20} MiB (send a smaller image, or a JPEG)"
             )
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.available >= amount)
+
+    def try_take(self, amount: int) -> bool:
+        """Take ``amount`` bytes if they are free now (from any thread)."""
+        with self._lock:
+            if self.available < amount:
+                return False
             self.available -= amount
+            return True
+
+    def give_back(self, amount: int) -> None:
+        """Return bytes taken, and wake the waiters on the event loop (from any thread)."""
+        with self._lock:
+            self.available += amount
+        loop, freed = self._loop, self._freed
+        if loop is None or freed is None:
+            return  # Nobody has ever waited.
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            freed.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(freed.set)
+
+    @asynccontextmanager
+    async def reserve(self, amount: int) -> AsyncIterator[None]:
+        """Hold ``amount`` bytes of the budget for the duration of the block, waiting on the
+        event loop until they are free.
+
+        Raises:
+            PayloadTooLargeError: ``amount`` exceeds the whole budget.
+        """
+        self.check(amount)
+        await self.wait_and_take(amount)
         try:
             yield
         finally:
-            async with self._changed:
-                self.available += amount
-                self._changed.notify_all()
+            self.give_back(amount)
+
+    async def wait_and_take(self, amount: int) -> None:
+        """Take ``amount`` bytes, waiting on the event loop until they are free."""
+        if self._freed is None:
+            self._loop, self._freed = asyncio.get_running_loop(), asyncio.Event()
+        while True:
+            self._freed.clear()
+            if self.try_take(amount):
+                return
+            await self._freed.wait()
 
 
 @dataclass

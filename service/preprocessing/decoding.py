@@ -68,8 +68,12 @@ def _not_an_image() -> InvalidInputError:
     )
 
 
-def _open(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Open (header only) and check format and size; JPEGs are set to decode at reduced size."""
+def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Open (header only) and check format and size; JPEGs are set to decode at reduced size.
+
+    Raises:
+        PayloadTooLargeError, UnsupportedMediaTypeError, InvalidInputError: as ``read_header``.
+    """
     if len(data) > limits.max_bytes:
         raise PayloadTooLargeError(
             f"image of {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes"
@@ -122,8 +126,13 @@ def read_header(data: bytes, limits: ImageLimits) -> ImageHeader:
         UnsupportedMediaTypeError: an image format outside ``ALLOWED_FORMATS``.
         InvalidInputError: not an image.
     """
-    with _open(data, limits) as image:
-        return ImageHeader(str(image.format), image.size, len(image.getbands()))
+    with open_image(data, limits) as image:
+        return header_of(image)
+
+
+def header_of(image: Image.Image) -> ImageHeader:
+    """The header of an image ``open_image`` opened."""
+    return ImageHeader(str(image.format), image.size, len(image.getbands()))
 
 
 def decode_grayscale(data: bytes, limits: ImageLimits) -> np.ndarray:
@@ -139,7 +148,12 @@ def decode_grayscale(data: bytes, limits: ImageLimits) -> np.ndarray:
         PayloadTooLargeError, UnsupportedMediaTypeError, InvalidInputError: as ``read_header``,
         or the pixels cannot be decoded.
     """
-    image = _open(data, limits)
+    return decode_opened(open_image(data, limits))
+
+
+def decode_opened(image: Image.Image) -> np.ndarray:
+    """Decode an image ``open_image`` opened (and close it): uint8 (H, W), as
+    ``decode_grayscale``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
