@@ -12,9 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from starlette.types import Scope
-
-INFERENCE_SUFFIXES = ("/predict", "/feature-maps", "/explain", "/infer")
 # Smoothing of the throughput estimate: the weight of each new batch.
 THROUGHPUT_SMOOTHING = 0.05
 
@@ -76,8 +73,3 @@ class Admission:
         the worker a refusal (about 1,000 refusals a second for 1,000 connections).
         """
         return self.max_pause_s
-
-
-def is_inference(scope: Scope) -> bool:
-    path: str = scope["path"]
-    return scope["method"] == "POST" and path.endswith(INFERENCE_SUFFIXES)

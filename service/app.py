@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.admission import Admission
 from service.api import explain, feature_maps, health, models, predict, v2
+from service.api.lean import inference_requests
 from service.batching import DynamicBatcher
 from service.config import Settings, get_settings
 from service.edge import EdgeMiddleware
@@ -192,7 +193,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
     )
     install_error_handlers(app)
     # Routes are matched in this order: the inference routes first.
-    for router in (
+    routers = [
         predict.router,
         v2.infer_router,
         feature_maps.router,
@@ -202,7 +203,8 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
         v2.router,
         v2.repository_router,
         *([v2.shared_memory_router] if settings.shared_memory else []),
-    ):
+    ]
+    for router in routers:
         _summaries_from_docstrings(router)
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
@@ -228,6 +230,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
         api_keys=api_keys,
         origins=OriginPolicy(settings.allowed_origins, settings.trusted_host_names),
         exposure=ExposureRules(settings, api_keys=bool(keys)),
+        is_inference=inference_requests(routers),
         access_log=settings.access_log,
         tracing=tracing,
     )

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import request_ids
-from service.admission import Admission, is_inference
+from service.admission import Admission
 from service.errors import INTERNAL_ERROR, PayloadTooLargeError, error_response
 from service.metrics import ServiceMetrics
 from service.numbers import whole_number
@@ -133,10 +134,12 @@ class EdgeMiddleware:
         api_keys: ApiKeys,
         origins: OriginPolicy,
         exposure: ExposureRules,
+        is_inference: Callable[[Scope], bool],
         access_log: bool = False,
         tracing: Tracing | None = None,
     ) -> None:
         self.app = app
+        self.is_inference = is_inference  # Which requests admission decides on.
         self.access_log = access_log
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
@@ -239,7 +242,7 @@ class EdgeMiddleware:
         if declared is not None and declared > self.max_body_bytes:
             await exchange.refuse(scope, 413, "payload_too_large", self._too_large())
             return
-        if not is_inference(scope):
+        if not self.is_inference(scope):
             await self.app(scope, self._counting(receive), exchange.forward)
             return
         body_bytes = self.max_body_bytes if declared is None else declared

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from service import inference
 from service.api.deps import Serving, watching_client
-from service.api.lean import LeanRoute
+from service.api.lean import InferenceRoute
 from service.api.responses import FastJSONResponse, wants_png
 from service.api.schemas import ExplainResponse, json_or_png_docs
 from service.errors import InvalidInputError
@@ -20,7 +20,7 @@ from service.runtime import ModelRuntime
 from service.state import ServingState
 from service.visualize import saliency_png
 
-router = APIRouter(tags=["explanations"], route_class=LeanRoute)
+router = APIRouter(tags=["explanations"], route_class=InferenceRoute)
 _DOCS = {
     **json_or_png_docs(
         ExplainResponse,

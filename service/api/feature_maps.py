@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from service import inference
 from service.api.deps import Serving, watching_client
-from service.api.lean import LeanRoute
+from service.api.lean import InferenceRoute
 from service.api.responses import FastJSONResponse, wants_png
 from service.api.schemas import FeatureMapsResponse, json_or_png_docs
 from service.options import FeatureMapOptions
@@ -18,7 +18,7 @@ from service.runtime import ModelRuntime
 from service.state import ServingState
 from service.visualize import feature_maps_png
 
-router = APIRouter(tags=["feature maps"], route_class=LeanRoute)
+router = APIRouter(tags=["feature maps"], route_class=InferenceRoute)
 _DOCS = {
     **json_or_png_docs(
         FeatureMapsResponse,

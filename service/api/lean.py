@@ -1,11 +1,14 @@
-"""``LeanRoute``: the inference routes, run without FastAPI's per-request dependency solving.
+"""``InferenceRoute``: the route class of every inference endpoint (predict, feature maps,
+explain, V2 infer), and the one place that says what an inference request is: the edge admits
+(``service/admission.py``) exactly the requests that match an ``InferenceRoute``
+(``inference_requests``). It runs its endpoint without FastAPI's per-request dependency solving.
 
 For every request FastAPI solves the endpoint's dependencies: it walks the parameters, validates
 path and query values with pydantic and runs each ``Depends``. For a single image that was about
 11 % of a worker's event loop, more than the model's own share of it. The inference endpoints
 need none of it: they take the ``Request``, the ``ServingState`` and path parameters (plain
 strings), parse their bodies and options themselves with pydantic models, and return a
-``Response``. A ``LeanRoute`` hands them exactly those.
+``Response``. A ``InferenceRoute`` hands them exactly those.
 
 With dependency overrides set, the route runs FastAPI's full handler. Everything else stays
 FastAPI's: the OpenAPI schema is built from the same signatures and
@@ -23,8 +26,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import Request
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 from service.api.deps import serving_state
 from service.state import ServingState
@@ -32,7 +37,7 @@ from service.state import ServingState
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
-class LeanRoute(APIRoute):
+class InferenceRoute(APIRoute):
     """An ``APIRoute`` whose handler passes the endpoint its request, state and path values.
 
     While the app has ``dependency_overrides`` (FastAPI's testing idiom), requests take
@@ -86,3 +91,19 @@ def lean_handler(endpoint: Callable[..., Awaitable[Response]], path_params: set[
         return await endpoint(**arguments)
 
     return handle
+
+
+def inference_requests(routers: list[APIRouter]) -> Callable[[Scope], bool]:
+    """Whether a request's scope is for an inference endpoint: a POST that an
+    ``InferenceRoute`` of ``routers`` (as the app includes them, without a further prefix)
+    matches fully."""
+    routes = [
+        route for router in routers for route in router.routes if isinstance(route, InferenceRoute)
+    ]
+
+    def is_inference(scope: Scope) -> bool:
+        if scope["method"] != "POST":
+            return False
+        return any(route.matches(scope)[0] is Match.FULL for route in routes)
+
+    return is_inference

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from service import inference
 from service.api.deps import Serving, watching_client
-from service.api.lean import LeanRoute
+from service.api.lean import InferenceRoute
 from service.api.responses import FastJSONResponse
 from service.api.schemas import ERROR_RESPONSES, PredictResponse, operation_docs
 from service.options import PredictOptions
@@ -14,7 +14,7 @@ from service.payloads import read_payload
 from service.runtime import ModelRuntime
 from service.state import ServingState
 
-router = APIRouter(tags=["predict"], route_class=LeanRoute)
+router = APIRouter(tags=["predict"], route_class=InferenceRoute)
 _DOCS = {
     "response_model": PredictResponse,
     "responses": ERROR_RESPONSES,

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from service import inference
 from service.api.deps import Serving
-from service.api.lean import LeanRoute
+from service.api.lean import InferenceRoute
 from service.api.responses import FastJSONResponse
 from service.errors import (
     BadRequestError,
@@ -36,7 +36,9 @@ from service.state import ServingState
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (V2)"])
 # The infer routes run lean (service/api/lean.py); the app matches them before the others.
-infer_router = APIRouter(prefix="/v2", tags=["open inference protocol (V2)"], route_class=LeanRoute)
+infer_router = APIRouter(
+    prefix="/v2", tags=["open inference protocol (V2)"], route_class=InferenceRoute
+)
 # Triton's system shared-memory extension: included only with CNN_SERVE_SHARED_MEMORY.
 shared_memory_router = APIRouter(prefix="/v2", tags=["open inference protocol (V2)"])
 _ERRORS: dict[int | str, dict[str, Any]] = {

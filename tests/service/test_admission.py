@@ -10,6 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.admission import Admission, Throughput
+from service.api import explain, feature_maps, health, models, predict, v2
+from service.api.lean import inference_requests
 from service.app import create_app
 from tests.conftest import make_settings, slow_model
 
@@ -82,3 +84,34 @@ def test_health_and_models_are_never_refused(monkeypatch: pytest.MonkeyPatch) ->
 def test_inflight_body_budget_must_hold_one_full_body() -> None:
     with pytest.raises(ValueError, match="INFLIGHT_BODY_MB"):
         make_settings(inflight_body_mb=1, max_body_bytes=2 * 2**20)
+
+
+def _scope(method: str, path: str) -> dict[str, object]:
+    return {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "inference"),
+    [
+        ("POST", "/predict", True),
+        ("POST", "/models/mnist-deep-cnn/predict", True),
+        ("POST", "/models/mnist-deep-cnn/versions/2/predict", True),
+        ("POST", "/feature-maps", True),
+        ("POST", "/models/fashion-deep-cnn/explain", True),
+        ("POST", "/v2/models/mnist-deep-cnn/infer", True),
+        ("POST", "/v2/models/mnist-deep-cnn/versions/1/infer", True),
+        ("GET", "/predict", False),
+        ("POST", "/v2/repository/index", False),
+        ("POST", "/v2/repository/models/mnist-deep-cnn/load", False),
+        # No route: a suffix alone (the old rule) no longer makes a request inference.
+        ("POST", "/anything/predict", False),
+        ("POST", "/predict/", False),
+        ("POST", "/v2/models/mnist-deep-cnn/infer/more", False),
+    ],
+)
+def test_admission_decides_on_exactly_the_inference_routes(
+    method: str, path: str, inference: bool
+) -> None:
+    routers = [predict.router, feature_maps.router, explain.router, models.router, v2.router]
+    routers += [v2.infer_router, v2.repository_router, health.router]
+    assert inference_requests(routers)(_scope(method, path)) is inference

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.deps import Serving, get_serving_state
-from service.api.lean import LeanRoute
+from service.api.lean import InferenceRoute
 from service.app import create_app
 from service.errors import NotReadyError
 from service.state import ServingState
@@ -25,7 +25,7 @@ def _app_with(router: APIRouter) -> FastAPI:
 
 
 def test_a_lean_route_passes_the_request_the_state_and_path_values() -> None:
-    router = APIRouter(prefix="/v", route_class=LeanRoute)
+    router = APIRouter(prefix="/v", route_class=InferenceRoute)
 
     @router.post("/things/{name}/versions/{version}")
     async def endpoint(name: str, version: str, request: Request, state: Serving) -> Response:
@@ -43,7 +43,7 @@ def test_a_lean_route_passes_the_request_the_state_and_path_values() -> None:
 
 
 def test_a_lean_route_answers_503_before_the_state_exists() -> None:
-    router = APIRouter(route_class=LeanRoute)
+    router = APIRouter(route_class=InferenceRoute)
 
     @router.post("/work")
     async def endpoint(state: Serving) -> Response:
@@ -57,7 +57,7 @@ def test_a_lean_route_answers_503_before_the_state_exists() -> None:
 
 
 def test_a_lean_route_refuses_what_it_would_not_pass() -> None:
-    router = APIRouter(route_class=LeanRoute)
+    router = APIRouter(route_class=InferenceRoute)
 
     async def with_query(name: str, limit: int, state: Serving) -> Response:
         return Response()
@@ -96,7 +96,7 @@ def test_the_inference_routes_are_lean_and_documented_as_before() -> None:
     for path in inference:
         assert client.post(path, content=b"{}").status_code == 503
     client.get("/models/mnist-deep-cnn")
-    assert [type(route) for route in routed] == [LeanRoute] * len(inference) + [APIRoute]
+    assert [type(route) for route in routed] == [InferenceRoute] * len(inference) + [APIRoute]
     paths = app.openapi()["paths"]
     parameters = paths["/v2/models/{name}/versions/{version}/infer"]["post"]["parameters"]
     assert {p["name"] for p in parameters if p["in"] == "path"} == {"name", "version"}
