@@ -305,6 +305,10 @@ def test_feature_map_floods_wait_in_the_queue_and_do_not_stall_predictions(
         ],
         "outputs": outputs,
     }
+    url = f"{live.url}/v2/models/mnist-deep-cnn-features/infer"
+    alone_started = time.monotonic()
+    assert httpx.post(url, json=request, timeout=120).status_code == 200
+    one_run = time.monotonic() - alone_started  # One such request on its own, on this machine.
     statuses: list[int] = []
     lock = threading.Lock()
 
@@ -330,6 +334,13 @@ def test_feature_map_floods_wait_in_the_queue_and_do_not_stall_predictions(
     for thread in threads:
         thread.join()
     assert prediction.status_code == 200
-    print(f"/predict during the flood: {waited:.2f} s; {statuses.count(503)} of 64 refused")
-    assert waited < 1.0, f"/predict took {waited:.2f} s behind the feature-map flood"
+    print(
+        f"/predict during the flood: {waited:.2f} s (one feature-map request alone: "
+        f"{one_run:.2f} s); {statuses.count(503)} of 64 refused"
+    )
+    # Within 1 s, or, on a machine slow enough that one run takes a good part of it, behind no
+    # more than its worker's bounded queue of such runs (FEATURE_MAP_QUEUE_ITEMS = 4 requests of
+    # 16, and the one running) with room to spare.
+    bound = max(1.0, 6 * one_run)
+    assert waited < bound, f"/predict took {waited:.2f} s behind the feature-map flood"
     assert set(statuses) == {200, 503}, statuses
