@@ -9,8 +9,16 @@ instead of thousands a second, and the CPU goes to the requests being served.
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from service.errors import OverloadedError
+
+if TYPE_CHECKING:
+    from service.metrics import ServiceMetrics
 
 # Smoothing of the throughput estimate: the weight of each new batch.
 THROUGHPUT_SMOOTHING = 0.05
@@ -60,6 +68,32 @@ class Admission:
     def release(self, body_bytes: int) -> None:
         self.in_flight -= 1
         self.body_bytes -= body_bytes
+
+    async def enter(
+        self, body_bytes: int, queued_items: Callable[[], int], metrics: ServiceMetrics
+    ) -> None:
+        """Admit a request (``leave`` when it is answered), or refuse it after the overload
+        pause, whatever protocol it came by.
+
+        Raises:
+            OverloadedError: no room; its Retry-After is worked out from the work queued.
+        """
+        if self.try_admit(body_bytes):
+            metrics.inflight_requests.set(self.in_flight)
+            return
+        metrics.overload_refusals.inc()
+        queued = queued_items()
+        await asyncio.sleep(self.pause_s())
+        raise OverloadedError(
+            "the server is at capacity; retry after the time in Retry-After",
+            details={"in_flight": self.in_flight, "queued_items": queued},
+            headers={"Retry-After": str(self.retry_after_s(queued))},
+        )
+
+    def leave(self, body_bytes: int, metrics: ServiceMetrics) -> None:
+        """An admitted request has been answered."""
+        self.release(body_bytes)
+        metrics.inflight_requests.set(self.in_flight)
 
     def retry_after_s(self, queued_items: int) -> int:
         """Whole seconds until the queue has drained, at least 1."""

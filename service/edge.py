@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import request_ids
 from service.admission import Admission
-from service.errors import INTERNAL_ERROR, PayloadTooLargeError, error_response
+from service.errors import INTERNAL_ERROR, OverloadedError, PayloadTooLargeError, error_response
 from service.metrics import ServiceMetrics
 from service.numbers import whole_number
 from service.security import ApiKeys, ExposureRules, OriginPolicy
@@ -246,16 +246,22 @@ class EdgeMiddleware:
             await self.app(scope, self._counting(receive), exchange.forward)
             return
         body_bytes = self.max_body_bytes if declared is None else declared
-        if not self.admission.try_admit(body_bytes):
-            self.metrics.overload_refusals.inc()
-            await self._overloaded(scope, exchange)
+        try:
+            await self.admission.enter(body_bytes, lambda: _queued_items(scope), self.metrics)
+        except OverloadedError as refusal:
+            await exchange.refuse(
+                scope,
+                refusal.status_code,
+                refusal.code,
+                refusal.message,
+                details=refusal.details,
+                headers=refusal.headers,
+            )
             return
-        self.metrics.inflight_requests.set(self.admission.in_flight)
         try:
             await self.app(scope, self._counting(receive), exchange.forward)
         finally:
-            self.admission.release(body_bytes)
-            self.metrics.inflight_requests.set(self.admission.in_flight)
+            self.admission.leave(body_bytes, self.metrics)
 
     def _too_large(self) -> str:
         return f"request body exceeds the limit of {self.max_body_bytes} bytes"
@@ -276,16 +282,8 @@ class EdgeMiddleware:
 
         return counting_receive
 
-    async def _overloaded(self, scope: Scope, exchange: _Exchange) -> None:
-        """503, held back for the overload pause (see ``service.admission``)."""
-        serving = getattr(scope["app"].state, "serving", None)
-        queued = serving.queued_items if serving else 0
-        await asyncio.sleep(self.admission.pause_s())
-        await exchange.refuse(
-            scope,
-            503,
-            "overloaded",
-            "the server is at capacity; retry after the time in Retry-After",
-            details={"in_flight": self.admission.in_flight, "queued_items": queued},
-            headers={"Retry-After": str(self.admission.retry_after_s(queued))},
-        )
+
+def _queued_items(scope: Scope) -> int:
+    """Items waiting in the app's inference queues (0 while it starts or stops)."""
+    serving = getattr(scope["app"].state, "serving", None)
+    return serving.queued_items if serving else 0

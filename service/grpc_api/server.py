@@ -200,17 +200,8 @@ class InferenceService:
     async def _infer(self, request: Any, context: Context) -> Any:
         state = self._state()
         size = request.ByteSize()
-        admission = self.shared.admission
-        if not admission.try_admit(size):
-            self.shared.metrics.overload_refusals.inc()
-            await asyncio.sleep(admission.pause_s())
-            retry_after = admission.retry_after_s(state.queued_items)
-            raise OverloadedError(
-                f"the service is at capacity ({admission.in_flight} requests in flight); "
-                f"retry in {retry_after} s",
-                headers={"Retry-After": str(retry_after)},
-            )
-        self.shared.metrics.inflight_requests.set(admission.in_flight)
+        admission, metrics = self.shared.admission, self.shared.metrics
+        await admission.enter(size, lambda: state.queued_items, metrics)
         try:
             runtime, published = v2.served_model(
                 state, request.model_name, request.model_version or None
@@ -223,8 +214,7 @@ class InferenceService:
             with state.stage("serialize", runtime.name):
                 return infer_response(published, parsed, tensors)
         finally:
-            admission.release(size)
-            self.shared.metrics.inflight_requests.set(admission.in_flight)
+            admission.leave(size, metrics)
 
     async def _call(
         self,
