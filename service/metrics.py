@@ -163,7 +163,7 @@ class ServiceMetrics:
         # labels() validates and looks up under a lock: a few microseconds on every request.
         # The children are kept here instead; methods, route templates and statuses are all
         # bounded (see observe_exchange), so this stays small.
-        self._exchange_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._exchange_children: dict[tuple[object, ...], tuple[Counter, Histogram]] = {}
 
     def observe_exchange(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count and time one HTTP request and its answer (``route``: the path template).
@@ -175,21 +175,41 @@ class ServiceMetrics:
             method = "other"
         if status == METHOD_NOT_ALLOWED:
             route = "unmatched"
-        key = (method, route, status)
+        self._observe(
+            self.requests,
+            (method, route, str(status)),
+            self.latency,
+            (method, route),
+            seconds,
+        )
+
+    def observe_grpc(self, method: str, code: str, seconds: float) -> None:
+        """Count and time one gRPC call (``method``: one the service implements, ``code``: a
+        gRPC status name; both bounded sets)."""
+        self._observe(
+            self.grpc_requests,
+            (method, code),
+            self.grpc_latency,
+            (method,),
+            seconds,
+        )
+
+    def _observe(
+        self,
+        counter: Counter,
+        counter_labels: tuple[str, ...],
+        histogram: Histogram,
+        histogram_labels: tuple[str, ...],
+        seconds: float,
+    ) -> None:
+        """Count one exchange and observe its time, through children kept by counter and labels."""
+        key = (counter, *counter_labels)
         children = self._exchange_children.get(key)
         if children is None:
-            children = (
-                self.requests.labels(method, route, str(status)),
-                self.latency.labels(method, route),
-            )
+            children = (counter.labels(*counter_labels), histogram.labels(*histogram_labels))
             self._exchange_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
-
-    def observe_grpc(self, method: str, code: str, seconds: float) -> None:
-        """Count and time one gRPC call (``method``: one the service implements)."""
-        self.grpc_requests.labels(method, code).inc()
-        self.grpc_latency.labels(method).observe(seconds)
 
     def observe_request(self, model: str, items: int) -> None:
         self.request_items.labels(model).observe(items)
