@@ -40,8 +40,12 @@ SPEC = read_model_card(ROOT / "models" / "mnist-deep-cnn").preprocessing
 
 async def two_hops(blob: bytes, budget: MemoryBudget) -> np.ndarray:
     header = await asyncio.to_thread(read_header, blob, LIMITS)
-    async with budget.reserve(header.decode_bytes):
+    budget.check(header.decode_bytes)
+    await budget.wait_and_take(header.decode_bytes)
+    try:
         return await asyncio.to_thread(prepare_image, blob, "mnist", SPEC, LIMITS, set())
+    finally:
+        budget.give_back(header.decode_bytes)
 
 
 async def one_hop(blob: bytes, budget: MemoryBudget) -> np.ndarray:

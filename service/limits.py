@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from service.errors import ClientGoneError, InferenceTimeoutError, PayloadTooLargeError
@@ -25,7 +23,7 @@ class MemoryBudget:
     below ``capacity`` however many requests arrive; an image that alone needs more is refused.
     Decoding threads take and give back bytes themselves (``try_take``, ``give_back``), so that
     an image whose bytes are free is opened, checked and decoded in one thread hop; only one
-    that must wait goes back to the event loop for it (``reserve``).
+    that must wait goes back to the event loop for it (``wait_and_take``).
     """
 
     def __init__(self, capacity: int) -> None:
@@ -66,21 +64,6 @@ class MemoryBudget:
             freed.set()
         elif not loop.is_closed():
             loop.call_soon_threadsafe(freed.set)
-
-    @asynccontextmanager
-    async def reserve(self, amount: int) -> AsyncIterator[None]:
-        """Hold ``amount`` bytes of the budget for the duration of the block, waiting on the
-        event loop until they are free.
-
-        Raises:
-            PayloadTooLargeError: ``amount`` exceeds the whole budget.
-        """
-        self.check(amount)
-        await self.wait_and_take(amount)
-        try:
-            yield
-        finally:
-            self.give_back(amount)
 
     async def wait_and_take(self, amount: int) -> None:
         """Take ``amount`` bytes, waiting on the event loop until they are free."""
