@@ -30,7 +30,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -303,12 +303,21 @@ class ModelLifecycle:
 
     # The repository API (Triton's model repository extension).
 
-    async def load(self, name: str) -> None:
+    async def load(self, name: str, parameters: Collection[str] = ()) -> None:
         """Load (or reload from disk) every selected version of ``name``, for every worker.
 
+        Args:
+            parameters: the names of the load parameters a client sent (none are supported).
+
         Raises:
-            BadRequestError: no such model on disk, or none of its versions loads.
+            BadRequestError: load parameters, no such model on disk, or none of its versions
+                loads.
         """
+        if parameters:
+            raise BadRequestError(
+                f"load parameters are not supported ({', '.join(parameters)}): "
+                "models load from their files in the repository"
+            )
         self.control.request(name, unloaded=False)
         await self.sync()
         assert self.state is not None
@@ -333,8 +342,9 @@ class ModelLifecycle:
         self.control.request(name, unloaded=True)
         await self.sync()
 
-    def index(self) -> list[dict[str, str]]:
-        """Triton's repository index: every version on disk, READY or UNAVAILABLE and why."""
+    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Triton's repository index: every version on disk, READY or UNAVAILABLE and why (only
+        the READY ones with ``ready_only``)."""
         assert self.state is not None
         models_dir = self.settings.models_dir
         unloaded = self.control.read().unloaded
@@ -348,7 +358,7 @@ class ModelLifecycle:
             served = {int(key) for key in self.state.versions.get(name, {})}
             for version in sorted(on_disk | served):
                 entries.append(self._index_entry(name, version, served, unloaded))
-        return entries
+        return [entry for entry in entries if entry["state"] == "READY" or not ready_only]
 
     def _index_entry(
         self, name: str, version: int, served: set[int], unloaded: frozenset[str]

@@ -338,8 +338,7 @@ async def repository_index(request: Request) -> list[dict[str, str]]:
     lifecycle = _lifecycle(request)
     options = await _optional_body(request, RepositoryIndexRequest)
     assert isinstance(options, RepositoryIndexRequest)
-    entries = await asyncio.to_thread(lifecycle.index)
-    return [entry for entry in entries if entry["state"] == "READY" or not options.ready]
+    return await asyncio.to_thread(lifecycle.index, options.ready)
 
 
 @repository_router.post("/models/{name}/load", responses=_ERRORS)
@@ -348,12 +347,7 @@ async def repository_load(name: str, request: Request) -> Response:
     lifecycle = _lifecycle(request)
     options = await _optional_body(request, RepositoryModelRequest)
     assert isinstance(options, RepositoryModelRequest)
-    if options.parameters:
-        raise BadRequestError(
-            f"load parameters are not supported ({', '.join(options.parameters)}): "
-            "models load from their files in the repository"
-        )
-    await lifecycle.load(name)
+    await lifecycle.load(name, list(options.parameters or {}))
     return Response(status_code=200)
 
 

@@ -150,24 +150,16 @@ class InferenceService:
     async def RepositoryIndex(self, request: Any, context: Context) -> Any:  # noqa: N802
         async def answer() -> Any:
             lifecycle = self._lifecycle()
-            entries = await asyncio.to_thread(lifecycle.index)
             response = pb.RepositoryIndexResponse()
-            for entry in entries:
-                if entry["state"] == "READY" or not request.ready:
-                    response.models.add(**entry)
+            for entry in await asyncio.to_thread(lifecycle.index, request.ready):
+                response.models.add(**entry)
             return response
 
         return await self._call("RepositoryIndex", context, answer)
 
     async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:  # noqa: N802
         async def answer() -> Any:
-            lifecycle = self._lifecycle()
-            if request.parameters:
-                raise BadRequestError(
-                    f"load parameters are not supported ({', '.join(request.parameters)}): "
-                    "models load from their files in the repository"
-                )
-            await lifecycle.load(request.model_name)
+            await self._lifecycle().load(request.model_name, list(request.parameters))
             return pb.RepositoryModelLoadResponse()
 
         return await self._call("RepositoryModelLoad", context, answer)
