@@ -295,6 +295,10 @@ def test_api_keys_are_read_from_the_call_metadata() -> None:
         assert result.as_numpy("probabilities").shape == (1, 10)
         index = keyed.triton.get_model_repository_index(headers={"authorization": f"Bearer {KEY}"})
         assert {model.name for model in index.models} >= {MODEL, "fashion-deep-cnn"}
+        with pytest.raises(InferenceServerException, match="load parameters are not supported"):
+            keyed.triton.load_model(
+                MODEL, headers={"authorization": f"Bearer {KEY}"}, config='{"backend": "x"}'
+            )
 
 
 def test_the_repository_api_is_never_anonymous(service: GrpcService) -> None:

@@ -258,3 +258,12 @@ async def _pause() -> None:
     import asyncio
 
     await asyncio.sleep(0.05)
+
+
+def test_load_parameters_are_refused_not_ignored(keyed: TestClient) -> None:
+    """A config override or files in the request would be a model the disk does not hold."""
+    answer = keyed.post(
+        f"/v2/repository/models/{MODEL}/load", json={"parameters": {"config": "{}"}}
+    )
+    assert answer.status_code == 400
+    assert "load parameters are not supported (config)" in answer.json()["error"]
