@@ -143,6 +143,18 @@ def random_warp(
     )
 
 
+def _per_image(
+    generator: tf.random.Generator, count: tf.Tensor, low: float = 0.0, high: float = 1.0
+) -> tf.Tensor:
+    """One uniform value per image, float32 (N, 1, 1, 1)."""
+    return generator.uniform(tf.stack([count, 1, 1, 1]), low, high)
+
+
+def _chosen(generator: tf.random.Generator, count: tf.Tensor, probability: float) -> tf.Tensor:
+    """Which images a transform changes, each with ``probability``: bool (N, 1, 1, 1)."""
+    return _per_image(generator, count) < probability
+
+
 def stroke_width_change(images: tf.Tensor, generator: tf.random.Generator) -> tf.Tensor:
     """Thicken or thin each image's strokes by a random amount (some images are left alone).
 
@@ -152,17 +164,11 @@ def stroke_width_change(images: tf.Tensor, generator: tf.random.Generator) -> tf
     count = tf.shape(images)[0]
     dilated = tf.nn.max_pool2d(images, ksize=3, strides=1, padding="SAME")
     eroded = -tf.nn.max_pool2d(-images, ksize=2, strides=1, padding="SAME")
-    amount = generator.uniform(tf.stack([count, 1, 1, 1]), -1.0, 1.0)
-    changed = generator.uniform(tf.stack([count, 1, 1, 1])) < STROKE_CHANGE_PROBABILITY
+    amount = _per_image(generator, count, -1.0, 1.0)
+    changed = _chosen(generator, count, STROKE_CHANGE_PROBABILITY)
     amount = tf.where(changed, amount, tf.zeros_like(amount))
     thicker = images + tf.nn.relu(amount) * (dilated - images)
     return thicker + MAX_EROSION_BLEND * tf.nn.relu(-amount) * (eroded - images)
-
-
-def _per_image(
-    generator: tf.random.Generator, count: tf.Tensor, low: float, high: float
-) -> tf.Tensor:
-    return generator.uniform(tf.stack([count, 1, 1, 1]), low, high)
 
 
 def broken_strokes(images: tf.Tensor, generator: tf.random.Generator) -> tf.Tensor:
@@ -188,7 +194,7 @@ def broken_strokes(images: tf.Tensor, generator: tf.random.Generator) -> tf.Tens
     threshold = tf.gather(flat, tf.maximum(position, 0), axis=1, batch_dims=1)
     threshold = threshold[:, None, None, None]
     mask = tf.sigmoid((pattern - threshold) * 12.0)  # Soft edges, like a real pen's.
-    broken = generator.uniform(tf.stack([count, 1, 1, 1])) < BROKEN_STROKE_PROBABILITY
+    broken = _chosen(generator, count, BROKEN_STROKE_PROBABILITY)
     return tf.where(broken, images * mask, images)
 
 
@@ -209,7 +215,7 @@ def fading_ink(images: tf.Tensor, generator: tf.random.Generator) -> tf.Tensor:
     sharpness = _per_image(generator, count, 3.0, 20.0)
     faint = _per_image(generator, count, *FADED_INK)
     fade = faint + (1.0 - faint) * tf.sigmoid((along - edge) * sharpness)
-    fading = generator.uniform(tf.stack([count, 1, 1, 1])) < FADING_INK_PROBABILITY
+    fading = _chosen(generator, count, FADING_INK_PROBABILITY)
     return tf.where(fading, images * fade, images)
 
 
@@ -282,7 +288,7 @@ def continental_strokes(
         height,
         width,
     )
-    with_foot = generator.uniform(tf.stack([count, 1, 1, 1])) < 0.5
+    with_foot = _chosen(generator, count, 0.5)
     one = tf.maximum(flag, tf.where(with_foot, foot, tf.zeros_like(foot)))
     bar_half = generator.uniform(tf.stack([count]), 0.15, 0.28) * tall
     bar_tilt = generator.uniform(tf.stack([count]), -0.08, 0.08) * tall
@@ -293,7 +299,7 @@ def continental_strokes(
         width,
     )
     labels = tf.reshape(tf.cast(labels, tf.int32), tf.stack([count, 1, 1, 1]))
-    chosen = generator.uniform(tf.stack([count, 1, 1, 1])) < CONTINENTAL_PROBABILITY
+    chosen = _chosen(generator, count, CONTINENTAL_PROBABILITY)
     added = tf.where(labels == 1, one, tf.where(labels == 7, seven, tf.zeros_like(one)))
     return tf.maximum(images, tf.where(chosen, added, tf.zeros_like(added)))
 
